@@ -1,0 +1,1 @@
+"""Segment-compatible HTTP tracking collector."""

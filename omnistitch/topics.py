@@ -1,0 +1,67 @@
+"""omnistitch's public topic names and their creation through the Kafka admin API.
+
+Names are dotted and lower case; a deployment-wide prefix (``OMNISTITCH_TOPIC_PREFIX``) is
+prepended. Internal topics (faust changelogs and repartition topics) are named by faust
+from the app id and are not listed here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from omnistitch.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+RAW_EVENTS = "raw.events"
+RAW_EVENTS_DLQ = "raw.events.dlq"
+CUSTOMER_CONTEXT = "customer.context"
+IDENTITY_MERGES = "identity.merges"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def public_topics(settings: KafkaSettings) -> list[TopicSpec]:
+    """Every topic omnistitch publishes to, with its partitioning and retention."""
+    n = settings.raw_partitions
+    return [
+        TopicSpec(settings.topic(RAW_EVENTS), n),
+        TopicSpec(settings.topic(RAW_EVENTS_DLQ), 1, {"retention.ms": str(30 * 86_400_000)}),
+        TopicSpec(
+            settings.topic(CUSTOMER_CONTEXT),
+            n,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+        ),
+        TopicSpec(settings.topic(IDENTITY_MERGES), n),
+    ]
+
+
+def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> None:
+    """Create missing topics (idempotent); raise if the broker refuses or is unreachable."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    missing = [t for t in public_topics(settings) if t.name not in existing]
+    if not missing:
+        return
+    futures = admin.create_topics(
+        [NewTopic(t.name, num_partitions=t.partitions, config=t.config) for t in missing],
+        operation_timeout=timeout_s,
+        request_timeout=timeout_s,
+    )
+    for name, fut in futures.items():
+        try:
+            fut.result()
+            log.info("created topic %s", name)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise

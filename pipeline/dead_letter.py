@@ -1,0 +1,34 @@
+"""Dead-letter records: bad input is parked with its reason and original bytes, and counted."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from datetime import UTC, datetime
+
+import faust
+from prometheus_client import Counter
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTERS = Counter(
+    "omnistitch_dead_letters_total", "Records sent to a dead-letter topic.", ["stage", "reason"]
+)
+
+
+async def dead_letter(
+    topic: faust.TopicT, reason: str, detail: str, key: bytes | None, value: bytes | None
+) -> None:
+    """Publish one dead-letter record (JSON) carrying the reason and the original bytes."""
+    record = {
+        "stage": "ingest",
+        "reason": reason,
+        "detail": detail[:4000],
+        "dead_lettered_at": datetime.now(UTC).isoformat(),
+        "original_key_b64": base64.b64encode(key).decode() if key is not None else None,
+        "original_value_b64": base64.b64encode(value).decode() if value is not None else None,
+    }
+    DEAD_LETTERS.labels("ingest", reason).inc()
+    log.warning("dead-lettered a record: %s (%s)", reason, detail[:200])
+    await topic.send(key=key, value=json.dumps(record).encode())

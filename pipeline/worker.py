@@ -1,0 +1,26 @@
+"""``omnistitch worker``: run one stream-processor process (agents, tables and query API)."""
+
+from __future__ import annotations
+
+import faust
+
+from omnistitch.settings import WorkerSettings
+from omnistitch.topics import ensure_topics
+from pipeline.api import register_api
+from pipeline.app import Pipeline
+
+
+def build(settings: WorkerSettings) -> Pipeline:
+    """The pipeline with its query API attached, ready to run."""
+    pipeline = Pipeline(settings)
+    register_api(pipeline)
+    return pipeline
+
+
+def run(settings: WorkerSettings) -> None:
+    """Create the public topics if missing, then run the worker until it is stopped."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_topics(settings)
+    pipeline = build(settings)
+    worker = faust.Worker(pipeline.app, loglevel=settings.log_level)
+    worker.execute_from_commandline()

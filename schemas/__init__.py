@@ -1,0 +1,18 @@
+"""Typed wire contracts of omnistitch: the raw-event envelope and the customer context.
+
+Every value on a Kafka topic is JSON described by one of these pydantic models; the JSON
+Schemas exported from them live in ``schemas/json/`` (``omnistitch schemas export``).
+"""
+
+from schemas.context import CustomerContext, Merge, TimelineEntry, TraitValue
+from schemas.events import Channel, Identifier, RawEvent
+
+__all__ = [
+    "Channel",
+    "CustomerContext",
+    "Identifier",
+    "Merge",
+    "RawEvent",
+    "TimelineEntry",
+    "TraitValue",
+]

@@ -1,0 +1,175 @@
+"""The worker against the real broker: stitching, dead letters, and restarts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer
+
+from schemas.context import CustomerContext
+from schemas.events import Identifier, RawEvent
+from tests.processes import Process, http_json, wait_for
+
+T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def raw(eid: str, minute: int, *ids: tuple[str, str], **kw: object) -> RawEvent:
+    return RawEvent.model_validate(
+        {
+            "event_id": eid,
+            "channel": "web",
+            "source": "test",
+            "kind": "page",
+            "occurred_at": T0 + timedelta(minutes=minute),
+            "received_at": T0,
+            "identifiers": [Identifier(type=t, value=v) for t, v in ids],
+            **kw,
+        }
+    )
+
+
+def publish(env: dict[str, str], records: list[tuple[bytes, bytes]]) -> None:
+    producer = Producer({"bootstrap.servers": env["OMNISTITCH_BOOTSTRAP_SERVERS"]})
+    for key, value in records:
+        producer.produce(env["OMNISTITCH_TOPIC_PREFIX"] + "raw.events", key=key, value=value)
+    assert producer.flush(15) == 0
+
+
+def publish_events(env: dict[str, str], events: list[RawEvent]) -> None:
+    publish(env, [(e.identifiers[0].key.encode(), e.model_dump_json().encode()) for e in events])
+
+
+def api(env: dict[str, str]) -> str:
+    return f"http://127.0.0.1:{env['OMNISTITCH_API_PORT']}"
+
+
+def customer_by(
+    env: dict[str, str], identifier: str, proc: Process, events: int
+) -> CustomerContext:
+    """Wait until the customer holding ``identifier`` has ``events`` timeline entries."""
+
+    def probe() -> CustomerContext | None:
+        body = http_json(f"{api(env)}/v1/customers?identifier={identifier}")
+        if body is None:
+            return None
+        ctx = CustomerContext.model_validate(body)
+        return ctx if len(ctx.timeline) >= events else None
+
+    return wait_for(f"customer {identifier} with {events} events", probe, 90, proc)
+
+
+Records = list[tuple[bytes | None, bytes | None]]
+
+
+def consume_until(env: dict[str, str], topic: str, done: Callable[[Records], bool]) -> Records:
+    """Read ``topic`` from the start until ``done(records so far)`` holds."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": env["OMNISTITCH_BOOTSTRAP_SERVERS"],
+            "group.id": env["OMNISTITCH_APP_ID"] + "-reader",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([env["OMNISTITCH_TOPIC_PREFIX"] + topic])
+    out: Records = []
+
+    def probe() -> Records | None:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            out.append((msg.key(), msg.value()))
+        return out if done(out) else None
+
+    try:
+        return wait_for(f"the expected records on {topic}", probe, 60)
+    finally:
+        consumer.close()
+
+
+def test_worker_stitches_joins_and_dead_letters(worker_env: dict[str, str], tmp_path: Path) -> None:
+    worker = Process("worker", worker_env, tmp_path / "worker.log").start()
+    try:
+        publish_events(
+            worker_env,
+            [
+                raw("e1", 0, ("anonymous_id", "laptop"), name="Shoes"),
+                raw("e2", 1, ("anonymous_id", "phone")),
+                raw("e3", 2, ("anonymous_id", "phone"), ("email", "Bo@Example.com")),
+            ],
+        )
+        young = customer_by(worker_env, "email:bo@example.com", worker, 2)
+        laptop = customer_by(worker_env, "anonymous_id:laptop", worker, 1)
+        assert young.customer_id != laptop.customer_id
+        # A later event joins the two customers: the older one survives.
+        publish_events(
+            worker_env, [raw("e4", 3, ("email", "bo@example.com"), ("anonymous_id", "laptop"))]
+        )
+        joined = customer_by(worker_env, "anonymous_id:phone", worker, 4)
+        assert joined.customer_id == laptop.customer_id
+        assert joined.merged_from == [young.customer_id]
+        assert [e.event_id for e in joined.timeline] == ["e4", "e3", "e2", "e1"]
+        # The merged-away id still answers, with the survivor.
+        by_old = http_json(f"{api(worker_env)}/v1/customers/{young.customer_id}")
+        assert by_old is not None
+        assert by_old["customer_id"] == laptop.customer_id
+        # Bad input is dead-lettered with its reason, and the worker keeps going.
+        publish(
+            worker_env,
+            [
+                (b"k", b"{not json"),
+                (b"k", raw("e5", 4, ("email", "null")).model_dump_json().encode()),
+            ],
+        )
+        dlq = consume_until(worker_env, "raw.events.dlq", lambda r: len(r) >= 2)
+        reasons = sorted(json.loads(v or b"{}")["reason"] for _, v in dlq)
+        assert reasons == ["invalid_event", "no_usable_identifier"]
+        assert json.loads(dlq[0][1] or b"{}")["original_value_b64"]
+        # The compacted view carries the survivor and a tombstone for the merged-away id.
+        survivor, merged_away = laptop.customer_id.encode(), young.customer_id.encode()
+        view = consume_until(
+            worker_env,
+            "customer.context",
+            lambda r: (merged_away, None) in r and any(k == survivor and v for k, v in r),
+        )
+        last = {k: v for k, v in view}
+        assert last[merged_away] is None
+        final = CustomerContext.model_validate_json(last[survivor] or b"")
+        assert final.customer_id == laptop.customer_id
+        assert worker.alive()
+    finally:
+        worker.stop()
+
+
+def test_view_survives_restart_and_state_loss(worker_env: dict[str, str], tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    worker = Process("worker", worker_env, log).start()
+    try:
+        publish_events(
+            worker_env,
+            [
+                raw("r1", 0, ("anonymous_id", "a1"), traits={"name": "Rae"}),
+                raw("r2", 1, ("anonymous_id", "a1"), ("email", "rae@example.com")),
+            ],
+        )
+        before = customer_by(worker_env, "email:rae@example.com", worker, 2)
+        assert worker.stop() == 0
+        # 1. Restart on the same RocksDB state.
+        worker = Process("worker", worker_env, log).start()
+        same = customer_by(worker_env, "anonymous_id:a1", worker, 2)
+        assert same == before
+        assert worker.stop() == 0
+        # 2. Restart with the local state gone: tables recover from their changelogs.
+        shutil.rmtree(worker_env["OMNISTITCH_STATE_DIR"])
+        worker = Process("worker", worker_env, log).start()
+        recovered = customer_by(worker_env, "email:rae@example.com", worker, 2)
+        assert recovered == before
+        # The recovered identity table still stitches new events to the same customer.
+        publish_events(worker_env, [raw("r3", 2, ("email", "RAE@example.com"))])
+        after = customer_by(worker_env, "anonymous_id:a1", worker, 3)
+        assert after.customer_id == before.customer_id
+        assert after.traits["name"].value == "Rae"
+    finally:
+        worker.stop()
