@@ -1,0 +1,41 @@
+# The two set-up commands of README.md: `make demo` and `make test`.
+# Each installs what it needs the first time: uv, the virtualenv, the Kafka jars.
+
+SHELL := /bin/bash
+UV_VERSION := 0.13.9
+CACHE := $(or $(OMNISTITCH_CACHE_DIR),$(HOME)/.cache/omnistitch)
+UV := $(CACHE)/uv-$(UV_VERSION)/bin/uv
+VENV := .venv
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+
+.PHONY: demo test lint setup kafka-jars clean
+
+demo: setup kafka-jars
+	$(VENV)/bin/omnistitch demo
+
+test: setup kafka-jars lint
+	$(VENV)/bin/pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/omnistitch schemas export --check
+
+setup: $(VENV)/.synced
+
+# uv itself comes from PyPI into a private virtualenv; the project's packages are pinned
+# by uv.lock (--frozen: an out-of-date lock fails instead of silently re-resolving).
+$(UV):
+	python3 -m venv $(CACHE)/uv-$(UV_VERSION)
+	$(CACHE)/uv-$(UV_VERSION)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --extra dev
+	touch $@
+
+kafka-jars:
+	deploy/local/kafka.sh fetch >/dev/null
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

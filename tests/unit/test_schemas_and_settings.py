@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from omnistitch.cli import cli
+from omnistitch.settings import CollectorSettings, SettingsError, WorkerSettings, load
+from schemas.export import EXPORTED, export
+
+
+def test_committed_json_schemas_match_the_models() -> None:
+    assert export(check=True) == [], "run: omnistitch schemas export"
+
+
+def test_export_writes_every_schema(tmp_path: Path) -> None:
+    assert sorted(export(directory=tmp_path)) == sorted(EXPORTED)
+    assert export(check=True, directory=tmp_path) == []
+    (tmp_path / "raw_event.v1.schema.json").write_text("{}")
+    assert export(check=True, directory=tmp_path) == ["raw_event.v1.schema.json"]
+
+
+def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNISTITCH_BOOTSTRAP_SERVERS", "localhost")
+    monkeypatch.setenv("OMNISTITCH_API_PORT", "99999")
+    with pytest.raises(SettingsError) as err:
+        load(WorkerSettings)
+    assert "OMNISTITCH_BOOTSTRAP_SERVERS" in str(err.value)
+    assert "OMNISTITCH_API_PORT" in str(err.value)
+
+
+def test_collector_requires_a_write_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMNISTITCH_WRITE_KEYS", raising=False)
+    with pytest.raises(SettingsError, match="OMNISTITCH_WRITE_KEYS"):
+        load(CollectorSettings)
+    monkeypatch.setenv("OMNISTITCH_WRITE_KEYS", " k1, k2 ,")
+    assert load(CollectorSettings).write_keys == ["k1", "k2"]
+
+
+def test_cli_fails_fast_on_bad_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNISTITCH_TOPIC_PREFIX", "Bad Prefix")
+    result = CliRunner().invoke(cli, ["worker"])
+    assert result.exit_code == 2
+    assert "OMNISTITCH_TOPIC_PREFIX" in result.output
