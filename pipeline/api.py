@@ -6,6 +6,8 @@ worker that owns the key (faust ``table_route``), whichever worker received the 
 * ``GET /v1/customers/{id}``: the customer's context. An id that was merged away resolves
   to the survivor (the response's ``customer_id`` says which).
 * ``GET /v1/customers?identifier=type:value``: the customer holding that identifier.
+* ``GET /healthz`` (alive), ``GET /readyz`` (partitions assigned, tables recovered),
+  ``GET /metrics`` (Prometheus).
 
 Errors are JSON: ``{"error": ..., "message": ...}`` with 400 or 404.
 """
@@ -19,6 +21,7 @@ import aiohttp
 from faust.exceptions import SameNode
 from faust.types import CollectionT
 from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from yarl import URL
 
 from pipeline.app import Pipeline
@@ -125,6 +128,11 @@ def register_api(p: Pipeline) -> None:
     class Health(View):
         async def get(self, request: Request) -> Response:
             return self.json({"status": "ok"})
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
 
     @app.page("/readyz")
     class Ready(View):

@@ -32,6 +32,7 @@ from omnistitch.topics import CUSTOMER_CONTEXT, IDENTITY_MERGES, RAW_EVENTS, RAW
 from pipeline import context as ctxlogic
 from pipeline.dead_letter import dead_letter
 from pipeline.identity import IdentityGraph
+from pipeline.metrics import CUSTOMERS_CREATED, MERGES, STAGE_EVENTS
 from pipeline.normalize import normalise
 from pipeline.ops import CUSTOMER_OP, AbsorbOp, EventOp, MergeOp
 from schemas.context import CustomerContext, Merge
@@ -138,6 +139,7 @@ class Pipeline:
     # -- stage 1: decode, normalise, route to the identity stage ------------------------
     async def _ingest(self, stream: faust.StreamT[bytes]) -> None:
         async for key, value in stream.items():
+            STAGE_EVENTS.labels("ingest").inc()
             try:
                 event = RawEvent.model_validate_json(value)
             except ValidationError as exc:
@@ -159,6 +161,9 @@ class Pipeline:
             event = RawEvent.model_validate_json(value)
             keys = [i.key for i in event.identifiers]
             res = self.graph.resolve(event.event_id, event.occurred_at, keys)
+            STAGE_EVENTS.labels("identity").inc()
+            CUSTOMERS_CREATED.inc(res.created)
+            MERGES.inc(len(res.merges))
             for m in res.merges:
                 log.info("merge %s into %s (event %s)", m.from_id, m.into_id, event.event_id)
                 merge = Merge(
@@ -174,6 +179,7 @@ class Pipeline:
         limit = self.settings.timeline_limit
         async for value in stream:
             op = CUSTOMER_OP.validate_json(value)
+            STAGE_EVENTS.labels("context").inc()
             cid = op.customer_id
             moved_to = self.redirects.get(cid)
             if moved_to is not None and not isinstance(op, MergeOp):

@@ -8,13 +8,10 @@ import logging
 from datetime import UTC, datetime
 
 import faust
-from prometheus_client import Counter
+
+from pipeline.metrics import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
-
-DEAD_LETTERS = Counter(
-    "omnistitch_dead_letters_total", "Records sent to a dead-letter topic.", ["stage", "reason"]
-)
 
 
 async def dead_letter(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -28,7 +29,7 @@ class Process:
     def start(self) -> Process:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            ["omnistitch", *self.command.split()],
+            [sys.executable, "-m", "omnistitch", *self.command.split()],
             cwd=REPO,
             env=self.env,
             stdout=log,

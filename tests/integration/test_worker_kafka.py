@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 from confluent_kafka import Consumer, Producer
 
 from schemas.context import CustomerContext
@@ -45,6 +46,10 @@ def publish_events(env: dict[str, str], events: list[RawEvent]) -> None:
 
 def api(env: dict[str, str]) -> str:
     return f"http://127.0.0.1:{env['OMNISTITCH_API_PORT']}"
+
+
+def metrics(env: dict[str, str]) -> str:
+    return httpx.get(f"{api(env)}/metrics", timeout=5).text
 
 
 def customer_by(
@@ -111,6 +116,8 @@ def test_worker_stitches_joins_and_dead_letters(worker_env: dict[str, str], tmp_
         assert joined.customer_id == laptop.customer_id
         assert joined.merged_from == [young.customer_id]
         assert [e.event_id for e in joined.timeline] == ["e4", "e3", "e2", "e1"]
+        assert http_json(f"{api(worker_env)}/readyz") == {"status": "ready"}
+        assert "omnistitch_identity_merges_total 1.0" in metrics(worker_env)
         # The merged-away id still answers, with the survivor.
         by_old = http_json(f"{api(worker_env)}/v1/customers/{young.customer_id}")
         assert by_old is not None
@@ -127,6 +134,10 @@ def test_worker_stitches_joins_and_dead_letters(worker_env: dict[str, str], tmp_
         reasons = sorted(json.loads(v or b"{}")["reason"] for _, v in dlq)
         assert reasons == ["invalid_event", "no_usable_identifier"]
         assert json.loads(dlq[0][1] or b"{}")["original_value_b64"]
+        assert (
+            'omnistitch_dead_letters_total{reason="no_usable_identifier",stage="ingest"} 1.0'
+            in metrics(worker_env)
+        )
         # The compacted view carries the survivor and a tombstone for the merged-away id.
         survivor, merged_away = laptop.customer_id.encode(), young.customer_id.encode()
         view = consume_until(
