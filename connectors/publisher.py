@@ -64,6 +64,9 @@ class KafkaPublisher:
             "acks": "all",
             "linger.ms": 5,
             "compression.type": "lz4",
+            # Partition keys the way the Java clients, aiokafka and faust do, so a key lands
+            # on the same partition whoever produces it (librdkafka's default is CRC32).
+            "partitioner": "murmur2_random",
             # Give up on a record a little after the caller stopped waiting for it.
             "message.timeout.ms": int(ack_timeout_s * 1000) + 5000,
             "error_cb": self._on_error,

@@ -8,6 +8,7 @@ from the app id and are not listed here.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
@@ -46,11 +47,18 @@ def public_topics(settings: KafkaSettings) -> list[TopicSpec]:
     ]
 
 
-def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> None:
-    """Create missing topics (idempotent); raise if the broker refuses or is unreachable."""
+def ensure_topics(
+    settings: KafkaSettings, extra: list[TopicSpec] | None = None, timeout_s: float = 30.0
+) -> None:
+    """Create missing topics (idempotent) and wait until the broker's metadata lists them.
+
+    Raises if the broker refuses or is unreachable. ``extra`` adds topics of a process's
+    own, e.g. a worker's internal topics, which must exist before its consumer subscribes.
+    """
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    wanted = [*public_topics(settings), *(extra or [])]
     existing = set(admin.list_topics(timeout=timeout_s).topics)
-    missing = [t for t in public_topics(settings) if t.name not in existing]
+    missing = [t for t in wanted if t.name not in existing]
     if not missing:
         return
     futures = admin.create_topics(
@@ -65,3 +73,9 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> None:
         except KafkaException as exc:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise
+    deadline = time.monotonic() + timeout_s
+    names = {t.name for t in missing}
+    while not names <= set(admin.list_topics(timeout=timeout_s).topics):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics not visible in metadata after {timeout_s}s: {names}")
+        time.sleep(0.2)

@@ -15,10 +15,13 @@ Errors are JSON: ``{"error": ..., "message": ...}`` with 400 or 404.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
+import faust
+from aiohttp import web
 from faust.exceptions import SameNode
+from faust.transport.drivers.aiokafka import Producer as AIOKafkaDriverProducer
 from faust.types import CollectionT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -75,6 +78,7 @@ def register_api(p: Pipeline) -> None:
         """
         if (busy := not_ready(view)) is not None:
             return busy
+        await _know_partitions(app, table.changelog_topic.get_topic_name())
         try:
             return await app.router.route_req(table.name, key, view.web, request)
         except SameNode:
@@ -132,12 +136,27 @@ def register_api(p: Pipeline) -> None:
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            return self.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+            body = generate_latest(REGISTRY)
+            # aiohttp's own response: faust's helper rejects Prometheus' parameterised type.
+            return cast(
+                Response, web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+            )
 
     @app.page("/readyz")
     class Ready(View):
         async def get(self, request: Request) -> Response:
             return not_ready(self) or self.json({"status": "ready"})
+
+
+async def _know_partitions(app: faust.App, topic: str) -> None:
+    """Make sure the producer's metadata knows ``topic``, which key routing hashes against.
+
+    faust's router asks the producer for a topic's partitions, and the producer only knows
+    topics it has fetched metadata for: a worker that has not written a table yet would
+    fail every routed request. aiokafka's ``partitions_for`` fetches it once.
+    """
+    driver = cast(AIOKafkaDriverProducer, app.producer)
+    await driver._ensure_producer().partitions_for(topic)
 
 
 def _same_node(a: URL, b: URL) -> bool:

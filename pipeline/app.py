@@ -28,7 +28,13 @@ from faust.tables.manager import TableManager
 from pydantic import ValidationError
 
 from omnistitch.settings import WorkerSettings
-from omnistitch.topics import CUSTOMER_CONTEXT, IDENTITY_MERGES, RAW_EVENTS, RAW_EVENTS_DLQ
+from omnistitch.topics import (
+    CUSTOMER_CONTEXT,
+    IDENTITY_MERGES,
+    RAW_EVENTS,
+    RAW_EVENTS_DLQ,
+    TopicSpec,
+)
 from pipeline import context as ctxlogic
 from pipeline.dead_letter import dead_letter
 from pipeline.identity import IdentityGraph
@@ -129,6 +135,22 @@ class Pipeline:
             (self.ops_topic, "context", self._context),
         ):
             app.agent(topic, name=name)(_fail_fast(name, fun))
+
+    def internal_topics(self) -> list[TopicSpec]:
+        """Topics faust would create itself, created up front instead.
+
+        A consumer that subscribes before the broker's metadata lists a topic ignores it
+        until the next rebalance ("Ignoring missing topic"), so a fresh worker would never
+        read its own internal topics. Creating them before faust starts avoids the race.
+        """
+        n = self.settings.raw_partitions
+        compact = {"cleanup.policy": "compact"}
+        changelogs = [
+            TopicSpec(t.changelog_topic.get_topic_name(), n, compact)
+            for t in (self.owners, self.parents, self.contexts, self.redirects)
+        ]
+        streams = [TopicSpec(t.get_topic_name(), n) for t in (self.requests_topic, self.ops_topic)]
+        return [*streams, *changelogs]
 
     @property
     def ready(self) -> bool:

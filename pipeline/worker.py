@@ -20,7 +20,7 @@ def build(settings: WorkerSettings) -> Pipeline:
 def run(settings: WorkerSettings) -> None:
     """Create the public topics if missing, then run the worker until it is stopped."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    ensure_topics(settings)
     pipeline = build(settings)
+    ensure_topics(settings, extra=pipeline.internal_topics())
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level)
     worker.execute_from_commandline()
