@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -21,8 +21,10 @@ cli = typer.Typer(
 )
 kafka_cli = typer.Typer(help="The local single-node Kafka broker (deploy/local/kafka.sh).")
 schemas_cli = typer.Typer(help="JSON Schemas of the wire contracts (schemas/json/).")
+rules_cli = typer.Typer(help="Identity rules (OMNISTITCH_RULES_FILE).")
 cli.add_typer(kafka_cli, name="kafka")
 cli.add_typer(schemas_cli, name="schemas")
+cli.add_typer(rules_cli, name="rules")
 
 
 _S = TypeVar("_S", WorkerSettings, CollectorSettings)
@@ -62,10 +64,16 @@ def kafka_status() -> None:
 @cli.command()
 def worker() -> None:
     """Run a stream-processor worker (agents, state tables and the query API)."""
+    from pipeline.rules import RulesError, load_rules
     from pipeline.worker import run
 
     settings = _load_or_exit(WorkerSettings)
-    run(settings)
+    try:
+        rules = load_rules(settings.rules_file)
+    except RulesError as exc:
+        typer.echo(f"omnistitch: {exc}", err=True)
+        raise typer.Exit(2) from None
+    run(settings, rules)
 
 
 @cli.command()
@@ -91,6 +99,19 @@ def schemas_export(
         raise typer.Exit(1)
     for name in stale:
         typer.echo(f"wrote schemas/json/{name}")
+
+
+@rules_cli.command("check")
+def rules_check(path: Annotated[Path, typer.Argument(help="A rules TOML file.")]) -> None:
+    """Validate a rules file the way the worker does at start-up; print the resolved rules."""
+    from pipeline.rules import RulesError, load_rules
+
+    try:
+        rules = load_rules(path)
+    except RulesError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(rules.model_dump_json(indent=2))
 
 
 @cli.command()

@@ -74,6 +74,16 @@ class WorkerSettings(KafkaSettings):
     timeline_limit: int = Field(
         default=200, ge=1, le=100_000, description="Timeline entries kept per customer."
     )
+    rules_file: Path | None = Field(
+        default=None, description="Identity rules (TOML); the built-in defaults when unset."
+    )
+
+    @field_validator("rules_file")
+    @classmethod
+    def _rules_exist(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
 
 
 class CollectorSettings(KafkaSettings):

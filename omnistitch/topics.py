@@ -23,6 +23,7 @@ RAW_EVENTS = "raw.events"
 RAW_EVENTS_DLQ = "raw.events.dlq"
 CUSTOMER_CONTEXT = "customer.context"
 IDENTITY_MERGES = "identity.merges"
+IDENTITY_SPLITS = "identity.splits"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ def public_topics(settings: KafkaSettings) -> list[TopicSpec]:
             {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
         ),
         TopicSpec(settings.topic(IDENTITY_MERGES), n),
+        TopicSpec(settings.topic(IDENTITY_SPLITS), n),
     ]
 
 

@@ -1,19 +1,27 @@
-"""The query API, served by every worker through faust's web server.
+"""The query and operator API, served by every worker through faust's web server.
 
 Each worker holds only some partitions of the tables, so every view is routed to the
-worker that owns the key (faust ``table_route``), whichever worker received the request:
+worker that owns the key (faust's table router), whichever worker received the request.
+The identity tables all live on the tenant's partition; contexts on the customer's.
 
 * ``GET /v1/customers/{id}``: the customer's context. An id that was merged away resolves
   to the survivor (the response's ``customer_id`` says which).
 * ``GET /v1/customers?identifier=type:value``: the customer holding that identifier.
+* ``GET /v1/customers/{id}/identity``: identifiers, links with evidence, rejected links,
+  quarantines, and the view's freshness.
+* ``POST /v1/customers/{id}/split`` ``{"link_id": ...}``: remove a link (202).
+* ``DELETE /v1/customers/{id}``: erase the person (202).
+* ``GET /v1/identity/quarantine``: hub identifiers that no longer merge.
 * ``GET /healthz`` (alive), ``GET /readyz`` (partitions assigned, tables recovered),
   ``GET /metrics`` (Prometheus).
 
-Errors are JSON: ``{"error": ..., "message": ...}`` with 400 or 404.
+Errors are JSON: ``{"error": ..., "message": ...}`` with 400, 404 or 503.
 """
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -29,41 +37,24 @@ from yarl import URL
 
 from pipeline.app import Pipeline
 from pipeline.normalize import parse_identifier_key
+from pipeline.ops import EraseRequest, SplitRequest
+
+
+def _error(view: View, status: int, error: str, message: str, **extra: str) -> Response:
+    return view.json({"error": error, "message": message, **extra}, status=status)
 
 
 def register_api(p: Pipeline) -> None:
-    """Attach the query API's views to the pipeline's faust app."""
+    """Attach the API's views to the pipeline's faust app."""
     app = p.app
     tenant = p.settings.tenant
-
-    async def fetch_context(view: View, root: str) -> dict[str, Any] | None:
-        """A root customer's context, from this worker or the one that owns its partition."""
-        dest = app.router.key_store(p.contexts.name, root)
-        if _same_node(URL(str(dest)), URL(str(app.conf.canonical_url))):
-            return p.customer_snapshot(root)
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(str(URL(str(dest)) / "v1" / "internal" / "contexts" / root)) as resp,
-        ):
-            if resp.status == 404:
-                return None
-            resp.raise_for_status()
-            body: dict[str, Any] = await resp.json()
-            return body
+    identity_table = cast(CollectionT, p.identity_tables.nodes)
 
     def not_ready(view: View) -> Response | None:
         if p.ready:
             return None
         body = {"error": "not_ready", "message": "worker is rebalancing or recovering tables"}
         return view.json(body, status=503, headers={"Retry-After": "1"})
-
-    async def answer(view: View, requested: str, root: str | None) -> Response:
-        ctx = None if root is None else await fetch_context(view, root)
-        if ctx is None:
-            return view.json(
-                {"error": "not_found", "message": f"no customer {requested!r}"}, status=404
-            )
-        return view.json(ctx, headers={"Content-Location": f"/v1/customers/{root}"})
 
     async def route(
         view: View,
@@ -84,38 +75,122 @@ def register_api(p: Pipeline) -> None:
         except SameNode:
             return await local()
 
+    async def fetch_context(root: str) -> dict[str, Any] | None:
+        """A root customer's context, from this worker or the one that owns its partition."""
+        await _know_partitions(app, p.contexts.changelog_topic.get_topic_name())
+        dest = URL(str(app.router.key_store(p.contexts.name, root)))
+        if _same_node(dest, URL(str(app.conf.canonical_url))):
+            return p.customer_snapshot(root)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(str(dest / "v1" / "internal" / "contexts" / root)) as resp,
+        ):
+            if resp.status == 404:
+                return None
+            resp.raise_for_status()
+            body: dict[str, Any] = await resp.json()
+            return body
+
+    async def answer(view: View, requested: str, root: str | None) -> Response:
+        ctx = None if root is None else await fetch_context(root)
+        if ctx is None:
+            return _error(view, 404, "not_found", f"no customer {requested!r}")
+        return view.json(ctx, headers={"Content-Location": f"/v1/customers/{root}"})
+
     @app.page("/v1/customers/{customer_id}")
     class CustomerById(View):
         async def get(self, request: Request, customer_id: str) -> Response:
             async def local() -> Response:
-                return await answer(self, customer_id, p.graph.find(customer_id, compress=False))
+                return await answer(self, customer_id, p.engine.find(customer_id, compress=False))
 
-            return await route(self, request, p.parents, tenant, local)
+            return await route(self, request, identity_table, tenant, local)
+
+        async def delete(self, request: Request, customer_id: str) -> Response:
+            async def local() -> Response:
+                root = p.engine.find(customer_id, compress=False)
+                if p.engine.node(root) is None:
+                    return _error(self, 404, "not_found", f"no customer {customer_id!r}")
+                req = EraseRequest(
+                    request_id=str(uuid.uuid4()), customer_id=root, requested_at=p.now()
+                )
+                await p.send_request(req)
+                body = {"status": "accepted", "request_id": req.request_id, "customer_id": root}
+                return self.json(body, status=202)
+
+            return await route(self, request, identity_table, tenant, local)
+
+    @app.page("/v1/customers/{customer_id}/identity")
+    class CustomerIdentity(View):
+        async def get(self, request: Request, customer_id: str) -> Response:
+            async def local() -> Response:
+                found = p.engine.view(customer_id, p.identity_position)
+                if found is None:
+                    return _error(self, 404, "not_found", f"no customer {customer_id!r}")
+                return self.json(found.model_dump(mode="json"))
+
+            return await route(self, request, identity_table, tenant, local)
+
+    @app.page("/v1/customers/{customer_id}/split")
+    class CustomerSplit(View):
+        async def post(self, request: Request, customer_id: str) -> Response:
+            try:
+                body = json.loads(await self.read_request_content(request) or b"{}")
+                link_id = body["link_id"]
+                if not isinstance(link_id, str) or not link_id:
+                    raise TypeError
+            except (ValueError, KeyError, TypeError):
+                return _error(
+                    self,
+                    400,
+                    "invalid_request",
+                    'expected {"link_id": "<event id>"}',
+                    field="link_id",
+                )
+
+            async def local() -> Response:
+                root = p.engine.find(customer_id, compress=False)
+                node = p.engine.node(root)
+                if node is None:
+                    return _error(self, 404, "not_found", f"no customer {customer_id!r}")
+                if not any(link.link_id == link_id for link in node.links):
+                    msg = f"customer {root!r} has no link {link_id!r}"
+                    return _error(self, 404, "not_found", msg, field="link_id")
+                req = SplitRequest(
+                    request_id=str(uuid.uuid4()),
+                    customer_id=root,
+                    link_id=link_id,
+                    requested_at=p.now(),
+                )
+                await p.send_request(req)
+                reply = {"status": "accepted", "request_id": req.request_id, "customer_id": root}
+                return self.json(reply, status=202)
+
+            return await route(self, request, identity_table, tenant, local)
 
     @app.page("/v1/customers")
     class CustomerByIdentifier(View):
         async def get(self, request: Request) -> Response:
-            return await route(self, request, p.owners, tenant, lambda: self.by_identifier(request))
+            return await route(self, request, identity_table, tenant, lambda: self.find(request))
 
-        async def by_identifier(self, request: Request) -> Response:
+        async def find(self, request: Request) -> Response:
             raw = request.query.get("identifier")
             if not raw:
-                return self.json(
-                    {
-                        "error": "invalid_request",
-                        "field": "identifier",
-                        "message": "query parameter identifier=type:value is required",
-                    },
-                    status=400,
-                )
+                msg = "query parameter identifier=type:value is required"
+                return _error(self, 400, "invalid_request", msg, field="identifier")
             try:
-                key = parse_identifier_key(raw).key
+                key = parse_identifier_key(raw, p.rules).key
             except ValueError as exc:
-                return self.json(
-                    {"error": "invalid_request", "field": "identifier", "message": str(exc)},
-                    status=400,
-                )
-            return await answer(self, raw, p.graph.lookup(key, compress=False))
+                return _error(self, 400, "invalid_request", str(exc), field="identifier")
+            return await answer(self, raw, p.engine.lookup(key, compress=False))
+
+    @app.page("/v1/identity/quarantine")
+    class Quarantined(View):
+        async def get(self, request: Request) -> Response:
+            async def local() -> Response:
+                hubs = [q.model_dump(mode="json") for q in p.engine.quarantined()]
+                return self.json({"quarantined": hubs, "freshness": _fresh(p)})
+
+            return await route(self, request, identity_table, tenant, local)
 
     @app.page("/v1/internal/contexts/{customer_id}")
     class ContextByRoot(View):
@@ -123,7 +198,7 @@ def register_api(p: Pipeline) -> None:
             async def local() -> Response:
                 ctx = p.customer_snapshot(customer_id)
                 if ctx is None:
-                    return self.json({"error": "not_found"}, status=404)
+                    return _error(self, 404, "not_found", f"no context for {customer_id!r}")
                 return self.json(ctx)
 
             return await route(self, request, p.contexts, customer_id, local)
@@ -133,19 +208,22 @@ def register_api(p: Pipeline) -> None:
         async def get(self, request: Request) -> Response:
             return self.json({"status": "ok"})
 
+    @app.page("/readyz")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            return not_ready(self) or self.json({"status": "ready"})
+
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
             body = generate_latest(REGISTRY)
             # aiohttp's own response: faust's helper rejects Prometheus' parameterised type.
-            return cast(
-                Response, web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-            )
+            headers = {"Content-Type": CONTENT_TYPE_LATEST}
+            return cast(Response, web.Response(body=body, headers=headers))
 
-    @app.page("/readyz")
-    class Ready(View):
-        async def get(self, request: Request) -> Response:
-            return not_ready(self) or self.json({"status": "ready"})
+
+def _fresh(p: Pipeline) -> dict[str, Any]:
+    return p.identity_position.model_dump(mode="json")
 
 
 async def _know_partitions(app: faust.App, topic: str) -> None:

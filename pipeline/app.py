@@ -1,12 +1,12 @@
-"""The faust application: topics, tables and the three agents that form the pipeline.
+"""The faust application: topics, tables and the three stages that form the pipeline.
 
 Data flow (each arrow is a Kafka topic; see pipeline/README.md for the protocol)::
 
-    raw.events ──ingest──▶ <app>-identity-requests (key: tenant)
+    raw.events ──ingest──▶ <app>-identity-requests (key: tenant) ◀── split / erase (API)
                  │  └────▶ raw.events.dlq (bad input, with the reason)
                  ▼
     identity (sole writer of the identity tables for its tenant)
-                 ├──────▶ identity.merges (key: merged-away id)
+                 ├──────▶ identity.merges, identity.splits
                  ▼
     <app>-customer-ops (key: customer id) ──context──▶ customer.context (compacted)
 
@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import faust
@@ -31,29 +32,47 @@ from omnistitch.settings import WorkerSettings
 from omnistitch.topics import (
     CUSTOMER_CONTEXT,
     IDENTITY_MERGES,
+    IDENTITY_SPLITS,
     RAW_EVENTS,
     RAW_EVENTS_DLQ,
     TopicSpec,
 )
 from pipeline import context as ctxlogic
+from pipeline import metrics as m
 from pipeline.dead_letter import dead_letter
-from pipeline.identity import IdentityGraph
-from pipeline.metrics import CUSTOMERS_CREATED, MERGES, STAGE_EVENTS
+from pipeline.identity import IdentityEngine, IdentityError, IdentityTables, Observation
 from pipeline.normalize import normalise
-from pipeline.ops import CUSTOMER_OP, AbsorbOp, EventOp, MergeOp
-from schemas.context import CustomerContext, Merge
+from pipeline.ops import (
+    CUSTOMER_OP,
+    IDENTITY_REQUEST,
+    AbsorbOp,
+    AnyCustomerOp,
+    EraseOp,
+    EraseRequest,
+    EventOp,
+    MergeOp,
+    RedirectOp,
+    ResolveRequest,
+    RestoreOp,
+    SplitOp,
+    SplitRequest,
+)
+from pipeline.rules import Rules, load_rules
+from schemas.context import CustomerContext
 from schemas.events import RawEvent
+from schemas.identity import Evidence, Freshness, Merge, Split
 
 log = logging.getLogger(__name__)
 
-
 #: Exit status of a worker stopped by an unexpected error in a stage (EX_SOFTWARE).
 EXIT_STAGE_FAILED = 70
+#: ``customer-redirects`` value of an erased customer id: ops that still reach it are dropped.
+ERASED = "!erased"
+
+Stage = Callable[[faust.StreamT[bytes]], Awaitable[None]]
 
 
-def _fail_fast(
-    stage: str, fun: Callable[[faust.StreamT[bytes]], Awaitable[None]]
-) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:
+def _fail_fast(stage: str, fun: Stage) -> Stage:
     """Wrap a stage so that an unexpected error ends the process at once.
 
     faust's own agent-error path commits offsets and restarts the agent, which skips the
@@ -79,11 +98,11 @@ def _fail_fast(
 class Pipeline:
     """The worker's faust app with its topics and tables, built from settings."""
 
-    def __init__(self, settings: WorkerSettings) -> None:
-        self.settings = settings
-        s = settings
+    def __init__(self, settings: WorkerSettings, rules: Rules | None = None) -> None:
+        self.settings = s = settings
+        self.rules = rules or load_rules(settings.rules_file)
         n = s.raw_partitions
-        self.app = faust.App(
+        self.app = app = faust.App(
             s.app_id,
             broker=[f"kafka://{hp}" for hp in s.bootstrap_servers.split(",")],
             store="rocksdb://",
@@ -98,43 +117,53 @@ class Pipeline:
             web_in_thread=False,
             consumer_auto_offset_reset="earliest",
             table_cleanup_interval=3600.0,
-            # Kafka 4 has no ZooKeeper-era defaults to lean on: commit often, small batches.
             broker_commit_every=500,
             broker_commit_interval=1.0,
         )
-        app = self.app
+
+        def topic(name: str, **kw: Any) -> faust.TopicT:
+            return app.topic(name, key_type=str, value_type=bytes, **kw)
+
+        def internal(name: str) -> faust.TopicT:
+            return topic(f"{s.topic_prefix}{s.app_id}-{name}", partitions=n, internal=True)
+
         self.raw_topic = app.topic(s.topic(RAW_EVENTS), key_type=bytes, value_type=bytes)
         self.dlq_topic = app.topic(s.topic(RAW_EVENTS_DLQ), key_type=bytes, value_type=bytes)
-        self.context_topic = app.topic(s.topic(CUSTOMER_CONTEXT), key_type=str, value_type=bytes)
-        self.merges_topic = app.topic(s.topic(IDENTITY_MERGES), key_type=str, value_type=bytes)
-        self.requests_topic = app.topic(
-            f"{s.topic_prefix}{s.app_id}-identity-requests",
-            key_type=str,
-            value_type=bytes,
-            partitions=n,
-            internal=True,
-        )
-        self.ops_topic = app.topic(
-            f"{s.topic_prefix}{s.app_id}-customer-ops",
-            key_type=str,
-            value_type=bytes,
-            partitions=n,
-            internal=True,
-        )
-        # Identity tables: written only by the identity agent, on the tenant's partition.
-        self.owners = app.Table("identity-owners", key_type=str, value_type=str, partitions=n)
-        self.parents = app.Table("identity-parents", key_type=str, value_type=str, partitions=n)
-        # Context tables: written only by the context agent, keyed by customer id.
-        self.contexts = app.Table("customer-contexts", key_type=str, value_type=bytes, partitions=n)
-        self.redirects = app.Table("customer-redirects", key_type=str, value_type=str, partitions=n)
-        self.graph = IdentityGraph(self.owners, self.parents)
+        self.context_topic = topic(s.topic(CUSTOMER_CONTEXT))
+        self.merges_topic = topic(s.topic(IDENTITY_MERGES))
+        self.splits_topic = topic(s.topic(IDENTITY_SPLITS))
+        self.requests_topic = internal("identity-requests")
+        self.ops_topic = internal("customer-ops")
 
-        for topic, name, fun in (
+        def table(name: str, value_type: type) -> faust.types.TableT[str, Any]:
+            return app.Table(name, key_type=str, value_type=value_type, partitions=n)
+
+        # Identity tables: written only by the identity stage, on the tenant's partition.
+        self.identity_tables = IdentityTables(
+            owners=table("identity-owners", str),
+            parents=table("identity-parents", str),
+            nodes=table("identity-nodes", bytes),
+            hubs=table("identity-hubs", bytes),
+            suppressed=table("identity-suppressed", str),
+        )
+        self.engine = IdentityEngine(self.rules, self.identity_tables)
+        self.identity_position = Freshness(partition=None, offset=None, event_time=None)
+        # Context tables: written only by the context stage, keyed by customer id.
+        self.contexts = table("customer-contexts", bytes)
+        self.redirects = table("customer-redirects", str)
+
+        for source, name, fun in (
             (self.raw_topic, "ingest", self._ingest),
             (self.requests_topic, "identity", self._identity),
             (self.ops_topic, "context", self._context),
         ):
-            app.agent(topic, name=name)(_fail_fast(name, fun))
+            app.agent(source, name=name)(_fail_fast(name, fun))
+
+    @property
+    def tables(self) -> list[faust.types.TableT[str, Any]]:
+        t = self.identity_tables
+        identity = [t.owners, t.parents, t.nodes, t.hubs, t.suppressed]
+        return [*cast(list[faust.types.TableT[str, Any]], identity), self.contexts, self.redirects]
 
     def internal_topics(self) -> list[TopicSpec]:
         """Topics faust would create itself, created up front instead.
@@ -146,8 +175,7 @@ class Pipeline:
         n = self.settings.raw_partitions
         compact = {"cleanup.policy": "compact"}
         changelogs = [
-            TopicSpec(t.changelog_topic.get_topic_name(), n, compact)
-            for t in (self.owners, self.parents, self.contexts, self.redirects)
+            TopicSpec(t.changelog_topic.get_topic_name(), n, compact) for t in self.tables
         ]
         streams = [TopicSpec(t.get_topic_name(), n) for t in (self.requests_topic, self.ops_topic)]
         return [*streams, *changelogs]
@@ -160,69 +188,209 @@ class Pipeline:
 
     # -- stage 1: decode, normalise, route to the identity stage ------------------------
     async def _ingest(self, stream: faust.StreamT[bytes]) -> None:
-        async for key, value in stream.items():
-            STAGE_EVENTS.labels("ingest").inc()
+        async for item in stream.events():
+            m.STAGE_EVENTS.labels("ingest").inc()
+            key, value = cast(bytes | None, item.key), cast(bytes, item.value)
             try:
                 event = RawEvent.model_validate_json(value)
             except ValidationError as exc:
                 await dead_letter(self.dlq_topic, "invalid_event", str(exc), key, value)
                 continue
-            result = normalise(event.identifiers)
+            result = normalise(event.identifiers, self.rules)
             if not result.identifiers:
                 reasons = "; ".join(str(r) for r in result.rejected) or "no identifiers"
                 await dead_letter(self.dlq_topic, "no_usable_identifier", reasons, key, value)
                 continue
-            clean = event.model_copy(update={"identifiers": list(result.identifiers)})
-            await self.requests_topic.send(
-                key=self.settings.tenant, value=clean.model_dump_json().encode()
+            msg = item.message
+            request = ResolveRequest(
+                event=event.model_copy(update={"identifiers": list(result.identifiers)}),
+                evidence=Evidence(
+                    event_id=event.event_id,
+                    channel=event.channel,
+                    source=event.source,
+                    occurred_at=event.occurred_at,
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    rule_version=self.rules.version,
+                ),
             )
+            await self.send_request(request)
+
+    async def send_request(self, request: ResolveRequest | SplitRequest | EraseRequest) -> None:
+        """Append to the tenant's identity log (also used by the API for operator requests)."""
+        body = request.model_dump_json().encode()
+        await self.requests_topic.send(key=self.settings.tenant, value=body)
 
     # -- stage 2: resolve identity (single writer per tenant) ---------------------------
     async def _identity(self, stream: faust.StreamT[bytes]) -> None:
-        async for value in stream:
-            event = RawEvent.model_validate_json(value)
-            keys = [i.key for i in event.identifiers]
-            res = self.graph.resolve(event.event_id, event.occurred_at, keys)
-            STAGE_EVENTS.labels("identity").inc()
-            CUSTOMERS_CREATED.inc(res.created)
-            MERGES.inc(len(res.merges))
-            for m in res.merges:
-                log.info("merge %s into %s (event %s)", m.from_id, m.into_id, event.event_id)
-                merge = Merge(
-                    from_id=m.from_id, into_id=m.into_id, event_id=event.event_id, identifiers=keys
+        async for item in stream.events():
+            m.STAGE_EVENTS.labels("identity").inc()
+            request = IDENTITY_REQUEST.validate_json(cast(bytes, item.value))
+            if isinstance(request, ResolveRequest):
+                await self._resolve(request, item.message.value)
+            elif isinstance(request, SplitRequest):
+                await self._split(request)
+            else:
+                await self._erase(request)
+            event_time = request.event.occurred_at if isinstance(request, ResolveRequest) else None
+            self.identity_position = Freshness(
+                partition=item.message.partition,
+                offset=item.message.offset,
+                event_time=event_time or self.identity_position.event_time,
+            )
+
+    async def _resolve(self, request: ResolveRequest, raw: bytes) -> None:
+        event = request.event
+        decision = self.engine.resolve(Observation(event.identifiers, request.evidence))
+        m.SUPPRESSED.inc(decision.suppressed)
+        for rejected in decision.rejected:
+            m.REJECTED_LINKS.labels(rejected.reason).inc()
+        m.QUARANTINES.inc(len(decision.quarantined))
+        if decision.customer_id is None:
+            if decision.suppressed < len(event.identifiers):
+                await dead_letter(
+                    self.dlq_topic,
+                    "only_quarantined_identifiers",
+                    "every usable identifier is a quarantined hub",
+                    event.event_id.encode(),
+                    raw,
                 )
-                await self.merges_topic.send(key=m.from_id, value=merge.model_dump_json().encode())
-                op = MergeOp(customer_id=m.from_id, into_id=m.into_id, event_id=event.event_id)
-                await self._send_op(op)
-            await self._send_op(EventOp(customer_id=res.customer_id, event=event))
+            return  # an erased person's event: dropped, never re-stored
+        m.CUSTOMERS_CREATED.inc(decision.created)
+        m.MERGES.inc(len(decision.merges))
+        for merge in decision.merges:
+            log.info("merge %s into %s (event %s)", merge.from_id, merge.into_id, event.event_id)
+            record = Merge(
+                from_id=merge.from_id,
+                into_id=merge.into_id,
+                link_id=event.event_id,
+                evidence=request.evidence,
+            )
+            await self.merges_topic.send(key=merge.from_id, value=record.model_dump_json().encode())
+            op = MergeOp(customer_id=merge.from_id, into_id=merge.into_id, event_id=event.event_id)
+            await self._send_op(op)
+        accepted = [i for i in event.identifiers if i.key in decision.accepted]
+        resolved = event.model_copy(update={"identifiers": accepted})
+        await self._send_op(EventOp(customer_id=decision.customer_id, event=resolved))
+
+    async def _split(self, request: SplitRequest) -> None:
+        try:
+            split = self.engine.split(request.customer_id, request.link_id)
+        except IdentityError as exc:
+            m.FAILED_REQUESTS.labels("split").inc()
+            log.warning("split request %s refused: %s", request.request_id, exc)
+            return
+        m.SPLITS.inc()
+        log.info("split %s at link %s into %s", split.old_root, request.link_id, list(split.pieces))
+        # First make every piece a customer again and re-point the merged-away ids, so
+        # events resolved from now on land on the right customer; then divide the context.
+        for member, now in split.id_map.items():
+            if member == now and member != split.old_root:
+                await self._send_op(RestoreOp(customer_id=member))
+            elif member != now:
+                await self._send_op(RedirectOp(customer_id=member, into_id=now))
+        await self._send_op(
+            SplitOp(customer_id=split.old_root, pieces=split.pieces, id_map=split.id_map)
+        )
+        record = Split(
+            customer_id=split.old_root,
+            link_id=request.link_id,
+            id_map=split.id_map,
+            customers=sorted(split.pieces),
+            requested_at=request.requested_at,
+        )
+        await self.splits_topic.send(key=split.old_root, value=record.model_dump_json().encode())
+
+    async def _erase(self, request: EraseRequest) -> None:
+        try:
+            erased = self.engine.erase(request.customer_id, request.requested_at)
+        except IdentityError as exc:
+            m.FAILED_REQUESTS.labels("erase").inc()
+            log.warning("erase request %s refused: %s", request.request_id, exc)
+            return
+        m.ERASURES.inc()
+        log.info("erased customer %s (%d ids)", erased.customer_id, len(erased.member_ids))
+        for member in erased.member_ids:
+            await self._send_op(EraseOp(customer_id=member))
 
     # -- stage 3: fold into the customer's context, publish the view --------------------
     async def _context(self, stream: faust.StreamT[bytes]) -> None:
-        limit = self.settings.timeline_limit
         async for value in stream:
-            op = CUSTOMER_OP.validate_json(value)
-            STAGE_EVENTS.labels("context").inc()
-            cid = op.customer_id
-            moved_to = self.redirects.get(cid)
-            if moved_to is not None and not isinstance(op, MergeOp):
-                # Raced with a merge: this customer's context now lives at the survivor.
-                await self._send_op(op.model_copy(update={"customer_id": moved_to}))
-            elif isinstance(op, EventOp):
-                current = self._load(cid)
-                updated = ctxlogic.apply_event(current, cid, op.event, op.event.identifiers, limit)
-                await self._store(cid, updated or current)
-            elif isinstance(op, MergeOp):
-                current = self._load(cid)
-                self.redirects[cid] = op.into_id
-                if cid in self.contexts:
-                    del self.contexts[cid]
-                if current is not None:
-                    await self._send_op(AbsorbOp(customer_id=op.into_id, context=current))
-                await self.context_topic.send(key=cid, value=None)  # tombstone
+            m.STAGE_EVENTS.labels("context").inc()
+            await self._apply(CUSTOMER_OP.validate_json(value))
+
+    async def _apply(self, op: AnyCustomerOp) -> None:
+        moved_to = self.redirects.get(op.customer_id)
+        if isinstance(op, EraseOp):
+            await self._on_erase(op)
+        elif moved_to == ERASED:
+            return  # an op that raced with this customer's erasure
+        elif moved_to is not None and isinstance(op, EventOp | AbsorbOp | SplitOp):
+            # Raced with a merge: this customer's context now lives at the survivor.
+            await self._send_op(op.model_copy(update={"customer_id": moved_to}))
+        elif isinstance(op, EventOp):
+            await self._on_event(op)
+        elif isinstance(op, MergeOp):
+            await self._on_merge(op)
+        elif isinstance(op, AbsorbOp):
+            await self._on_absorb(op)
+        elif isinstance(op, SplitOp):
+            await self._on_split(op)
+        elif isinstance(op, RestoreOp):
+            await self._on_restore(op)
+        else:
+            self.redirects[op.customer_id] = op.into_id
+
+    async def _on_event(self, op: EventOp) -> None:
+        cid, limit = op.customer_id, self.settings.timeline_limit
+        current = self._load(cid)
+        updated = ctxlogic.apply_event(current, cid, op.event, op.event.identifiers, limit)
+        await self._store(cid, updated or current)
+
+    async def _on_merge(self, op: MergeOp) -> None:
+        cid = op.customer_id
+        current = self._load(cid)
+        self.redirects[cid] = op.into_id
+        self.contexts.pop(cid, None)
+        if current is not None:
+            await self._send_op(AbsorbOp(customer_id=op.into_id, context=current))
+        await self.context_topic.send(key=cid, value=None)  # tombstone
+
+    async def _on_absorb(self, op: AbsorbOp) -> None:
+        cid = op.customer_id
+        current = self._load(cid) or CustomerContext(customer_id=cid)
+        updated = ctxlogic.absorb(current, op.context, self.settings.timeline_limit)
+        await self._store(cid, updated or current)
+
+    async def _on_split(self, op: SplitOp) -> None:
+        cid = op.customer_id
+        current = self._load(cid)
+        if current is None:
+            return
+        parts = ctxlogic.split_context(current, op.pieces, op.id_map)
+        for piece, part in parts.items():
+            if piece == cid:
+                await self._store(cid, part)
             else:
-                current = self._load(cid) or CustomerContext(customer_id=cid)
-                updated = ctxlogic.absorb(current, op.context, limit)
-                await self._store(cid, updated or current)
+                await self._send_op(RestoreOp(customer_id=piece, context=part))
+        if cid not in parts:
+            self.contexts.pop(cid, None)
+            await self.context_topic.send(key=cid, value=None)
+
+    async def _on_restore(self, op: RestoreOp) -> None:
+        cid = op.customer_id
+        self.redirects.pop(cid, None)
+        if op.context is not None:
+            current = self._load(cid) or CustomerContext(customer_id=cid)
+            await self._store(
+                cid, ctxlogic.restore(current, op.context, self.settings.timeline_limit)
+            )
+
+    async def _on_erase(self, op: EraseOp) -> None:
+        self.redirects[op.customer_id] = ERASED
+        self.contexts.pop(op.customer_id, None)
+        await self.context_topic.send(key=op.customer_id, value=None)  # tombstone
 
     def _load(self, cid: str) -> CustomerContext | None:
         raw = self.contexts.get(cid)
@@ -237,10 +405,13 @@ class Pipeline:
         self.contexts[cid] = body
         await self.context_topic.send(key=cid, value=body)
 
-    async def _send_op(self, op: EventOp | MergeOp | AbsorbOp) -> None:
+    async def _send_op(self, op: AnyCustomerOp) -> None:
         await self.ops_topic.send(key=op.customer_id, value=op.model_dump_json().encode())
 
     def customer_snapshot(self, cid: str) -> dict[str, Any] | None:
         """The stored context of a customer held by this worker, as JSON-ready data."""
         ctx = self._load(cid)
         return None if ctx is None else ctx.model_dump(mode="json")
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)

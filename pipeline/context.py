@@ -46,6 +46,7 @@ def entry_for(event: RawEvent) -> TimelineEntry:
         kind=event.kind,
         name=event.name,
         occurred_at=event.occurred_at,
+        identifiers=[i.key for i in event.identifiers],
         properties=event.properties,
     )
 
@@ -98,6 +99,17 @@ def absorb(
     """Merge a merged-away customer's context into the survivor; ``None`` if already done."""
     if other.customer_id == into.customer_id or other.customer_id in into.merged_from:
         return None
+    merged = _combine(into, other, timeline_limit)
+    merged_from = sorted({*merged.merged_from, other.customer_id})
+    return merged.model_copy(update={"merged_from": merged_from})
+
+
+def restore(into: CustomerContext, part: CustomerContext, timeline_limit: int) -> CustomerContext:
+    """Fold the part of a split customer's context that belongs to ``into``."""
+    return _combine(into, part, timeline_limit)
+
+
+def _combine(into: CustomerContext, other: CustomerContext, timeline_limit: int) -> CustomerContext:
     ours = {e.event_id for e in into.timeline}
     overlap = Counter(e.channel.value for e in other.timeline if e.event_id in ours)
     counts = Counter(into.channel_counts)
@@ -111,16 +123,54 @@ def absorb(
     timeline = sorted(entries.values(), key=_order, reverse=True)[:timeline_limit]
     seen = [t for t in (into.first_seen, other.first_seen) if t is not None]
     last = [t for t in (into.last_seen, other.last_seen) if t is not None]
-    merged_from = sorted({*into.merged_from, *other.merged_from, other.customer_id})
     return into.model_copy(
         update={
             "identifiers": _union_identifiers(into.identifiers, other.identifiers),
             "traits": traits,
             "timeline": timeline,
             "channel_counts": {k: v for k, v in counts.items() if v > 0},
-            "merged_from": merged_from,
+            "merged_from": sorted({*into.merged_from, *other.merged_from}),
             "first_seen": min(seen) if seen else None,
             "last_seen": max(last) if last else None,
             "version": max(into.version, other.version) + 1,
         }
     )
+
+
+def split_context(
+    ctx: CustomerContext, pieces: dict[str, list[str]], id_map: dict[str, str]
+) -> dict[str, CustomerContext]:
+    """Divide a customer's context among the pieces of a split.
+
+    Each timeline entry follows the piece that holds its event's identifiers, and each
+    trait follows the event that set it. An entry none of whose identifiers survived the
+    split (the removed link's own event, say) stays with the split customer's piece, as
+    do counts the capped timeline no longer itemises.
+    """
+    home = ctx.customer_id if ctx.customer_id in pieces else min(pieces, default=ctx.customer_id)
+    owner_of = {key: cid for cid, keys in pieces.items() for key in keys}
+    entries: dict[str, list[TimelineEntry]] = {cid: [] for cid in {*pieces, home}}
+    for entry in ctx.timeline:
+        cid = next((owner_of[k] for k in entry.identifiers if k in owner_of), home)
+        entries[cid].append(entry)
+    itemised = Counter(e.channel.value for e in ctx.timeline)
+    unlisted = Counter(ctx.channel_counts)
+    unlisted.subtract(itemised)
+    out = {}
+    for cid, mine in entries.items():
+        event_ids = {e.event_id for e in mine}
+        counts = Counter(e.channel.value for e in mine)
+        if cid == home:
+            counts.update({k: v for k, v in unlisted.items() if v > 0})
+        out[cid] = CustomerContext(
+            customer_id=cid,
+            identifiers=[i for i in ctx.identifiers if owner_of.get(i.key) == cid],
+            traits={n: t for n, t in ctx.traits.items() if t.event_id in event_ids},
+            timeline=mine,
+            channel_counts=dict(counts),
+            merged_from=sorted(m for m in ctx.merged_from if id_map.get(m) == cid and m != cid),
+            first_seen=min((e.occurred_at for e in mine), default=None),
+            last_seen=max((e.occurred_at for e in mine), default=None),
+            version=ctx.version + 1,
+        )
+    return out

@@ -1,25 +1,62 @@
-"""The identity graph: which identifiers belong to which canonical customer.
+"""The identity engine: which identifiers belong to which canonical customer, and why.
 
-Pure logic over two mappings, so the same code runs on plain dicts in unit tests and on
-faust tables in the worker:
+Pure logic over five mappings (``IdentityTables``), so the same code runs on plain dicts
+as the single-process reference model and on faust tables in the worker:
 
-* ``owners``: identifier key (``type:value``) -> the customer id that claimed it;
-* ``parents``: customer id -> the customer it was merged into (roots are absent).
+* ``owners``: identifier key (``type:value``) -> a customer id that holds it;
+* ``parents``: customer id -> the customer it was merged into (roots are absent);
+* ``nodes``: root customer id -> its ``CustomerNode`` (identifiers, links with evidence,
+  rejected links), as JSON;
+* ``hubs``: identifier key -> ``HubState`` (which customers presented it), as JSON;
+* ``suppressed``: hash of an erased identifier key -> when it was erased.
 
 A merge never relabels: the younger root gets a forwarding pointer to the older one
-(union-find), so a merge is O(1) and every old id still resolves. Customer ids are minted
-deterministically from the first event, and sort by the time that event occurred, so the
-older customer always survives and a replay of the same log yields the same ids.
+(union-find), so a merge is O(1) plus the node summary, and every old id still resolves.
+Customer ids are minted deterministically from an event and sort by the time it occurred,
+so the older customer survives and replaying the same log with the same rules yields the
+same ids. Every accepted link is stored with its evidence, which is what makes a merge
+explainable (``view``) and reversible (``split``).
+
+Guard rails, applied greedily in identifier priority order (strongest first, so the
+weakest identifier is the one dropped from the match):
+
+* **limit**: a type's most values per customer (optionally within a time window);
+* **trust**: an unverified identifier never joins two customers that each hold a
+  verified identifier;
+* **merge**: a type configured ``merge = false`` attaches but never joins customers;
+* **hub quarantine**: an identifier presented on more than N customers within a window
+  stops matching altogether.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import MutableMapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+import itertools
+from collections.abc import Iterable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from pipeline.rules import Rules, Trust, TypeRule, suppression_hash
+from schemas.events import Identifier
+from schemas.identity import (
+    Evidence,
+    Freshness,
+    IdentifierInfo,
+    IdentityView,
+    Link,
+    Quarantine,
+    RejectedLink,
+    RejectReason,
+)
 
 CUSTOMER_ID_PREFIX = "cus_"
+#: Rejected-link audit records kept per customer (newest last).
+REJECTED_KEEP = 200
+#: A re-sighting refreshes an identifier's last_seen (for windowed limits) this coarsely,
+#: so that ordinary traffic does not rewrite the customer's node on every event.
+LAST_SEEN_RESOLUTION = timedelta(hours=1)
 
 
 def mint_customer_id(event_id: str, occurred_at: datetime) -> str:
@@ -27,6 +64,80 @@ def mint_customer_id(event_id: str, occurred_at: datetime) -> str:
     millis = max(0, int(occurred_at.timestamp() * 1000))
     digest = hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
     return f"{CUSTOMER_ID_PREFIX}{millis:012x}{digest}"
+
+
+def identifier_type(key: str) -> str:
+    return key.partition(":")[0]
+
+
+class IdentifierState(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    verified: bool
+    first_seen: AwareDatetime
+    last_seen: AwareDatetime
+
+
+class CustomerNode(BaseModel):
+    """A root customer's identity: its identifiers and the evidence for each."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: str
+    identifiers: dict[str, IdentifierState] = Field(default_factory=dict)
+    links: list[Link] = Field(default_factory=list)
+    rejected: list[RejectedLink] = Field(default_factory=list)
+    hubs: list[str] = Field(default_factory=list, description="Quarantined ids presented.")
+
+    def has_verified(self) -> bool:
+        return any(s.verified for s in self.identifiers.values())
+
+    def member_ids(self) -> set[str]:
+        """Every customer id that is, or was merged into, this customer."""
+        ids = {self.customer_id}
+        for link in self.links:
+            ids.update(link.merged)
+            if link.created:
+                ids.add(link.created)
+        return ids
+
+
+class HubState(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sightings: dict[str, AwareDatetime] = Field(default_factory=dict)
+    quarantined_at: AwareDatetime | None = None
+
+
+@dataclass
+class IdentityTables:
+    """The engine's state. Dicts for the reference model, faust tables in the worker."""
+
+    owners: MutableMapping[str, str]
+    parents: MutableMapping[str, str]
+    nodes: MutableMapping[str, bytes]
+    hubs: MutableMapping[str, bytes]
+    suppressed: MutableMapping[str, str]
+
+    @classmethod
+    def in_memory(cls) -> IdentityTables:
+        return cls({}, {}, {}, {}, {})
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the engine needs of an event: its normalised identifiers and its evidence."""
+
+    identifiers: Sequence[Identifier]
+    evidence: Evidence
+
+    @property
+    def event_id(self) -> str:
+        return self.evidence.event_id
+
+    @property
+    def occurred_at(self) -> datetime:
+        return self.evidence.occurred_at
 
 
 @dataclass(frozen=True)
@@ -38,21 +149,80 @@ class MergeDecision:
 
 
 @dataclass(frozen=True)
-class Resolution:
-    """The outcome of resolving one event's identifiers."""
+class Decision:
+    """The outcome of resolving one event."""
 
+    customer_id: str | None  # None: nothing usable was left (suppressed or quarantined)
+    created: bool = False
+    merges: tuple[MergeDecision, ...] = ()
+    accepted: tuple[str, ...] = ()
+    rejected: tuple[RejectedLink, ...] = ()
+    quarantined: tuple[str, ...] = ()
+    suppressed: int = 0
+
+
+@dataclass(frozen=True)
+class SplitDecision:
+    old_root: str
+    id_map: dict[str, str]  # every member id of the old component -> its customer now
+    pieces: dict[str, list[str]]  # new root -> its identifier keys
+    detached: list[str]  # identifier keys that no remaining link holds
+
+
+@dataclass(frozen=True)
+class EraseDecision:
     customer_id: str
-    created: bool
-    merges: tuple[MergeDecision, ...]
+    member_ids: list[str]
+    identifiers_erased: int
 
 
-class IdentityGraph:
-    """Union-find over customer ids, keyed by normalised identifier keys."""
+class IdentityError(LookupError):
+    """An operator request that names something that does not exist."""
 
-    def __init__(self, owners: MutableMapping[str, str], parents: MutableMapping[str, str]):
-        self.owners = owners
-        self.parents = parents
 
+@dataclass
+class _Union:
+    """The identifiers of the customers (and new identifiers) an event has accepted so far."""
+
+    rules: Rules
+    at: datetime
+    keys: dict[str, datetime] = field(default_factory=dict)  # key -> last seen
+    verified: bool = False
+
+    def _count(self, id_type: str, rule: TypeRule, keys: Iterable[tuple[str, datetime]]) -> int:
+        horizon = None
+        if rule.limit_window_days is not None:
+            horizon = self.at - timedelta(days=rule.limit_window_days)
+        return sum(
+            1
+            for k, seen in keys
+            if identifier_type(k) == id_type and (horizon is None or seen >= horizon)
+        )
+
+    def exceeds(self, extra: dict[str, datetime]) -> str | None:
+        """The type whose limit adding ``extra`` would break, if any."""
+        merged = {**self.keys, **extra}
+        for id_type in {identifier_type(k) for k in extra}:
+            rule = self.rules.rule(id_type)
+            if rule is None or rule.limit is None:
+                continue
+            if self._count(id_type, rule, merged.items()) > rule.limit:
+                return id_type
+        return None
+
+    def add(self, keys: dict[str, datetime], verified: bool) -> None:
+        self.keys.update(keys)
+        self.verified = self.verified or verified
+
+
+class IdentityEngine:
+    """Resolves events to customers under the identity rules; splits and erases on request."""
+
+    def __init__(self, rules: Rules, tables: IdentityTables) -> None:
+        self.rules = rules
+        self.t = tables
+
+    # -- reading --------------------------------------------------------------------------
     def find(self, customer_id: str, *, compress: bool = True) -> str:
         """The canonical (root) id of a customer, following merge pointers.
 
@@ -60,37 +230,342 @@ class IdentityGraph:
         """
         path: list[str] = []
         node = customer_id
-        while (parent := self.parents.get(node)) is not None:
+        while (parent := self.t.parents.get(node)) is not None:
             path.append(node)
             node = parent
-        # Path compression: later look-ups of a long chain take one hop.
         if compress:
             for stale in path[:-1]:
-                self.parents[stale] = node
+                self.t.parents[stale] = node
         return node
 
     def lookup(self, identifier_key: str, *, compress: bool = True) -> str | None:
         """The canonical customer id holding an identifier, if any."""
-        owner = self.owners.get(identifier_key)
+        owner = self.t.owners.get(identifier_key)
         return None if owner is None else self.find(owner, compress=compress)
 
-    def resolve(
-        self, event_id: str, occurred_at: datetime, identifier_keys: Sequence[str]
-    ) -> Resolution:
-        """Attach an event's identifiers to one customer, merging the customers they join.
+    def node(self, root: str) -> CustomerNode | None:
+        raw = self.t.nodes.get(root)
+        return None if raw is None else CustomerNode.model_validate_json(raw)
 
-        Idempotent: resolving the same event again changes nothing and returns the same
-        customer id (with no merges), which is what at-least-once delivery needs.
+    def hub(self, key: str) -> HubState | None:
+        raw = self.t.hubs.get(key)
+        return None if raw is None else HubState.model_validate_json(raw)
+
+    def quarantined(self) -> list[Quarantine]:
+        """Every hub identifier, for operators to review."""
+        out = []
+        for key, raw in self.t.hubs.items():
+            state = HubState.model_validate_json(raw)
+            if state.quarantined_at is not None:
+                out.append(
+                    Quarantine(
+                        identifier=key,
+                        customers=sorted(state.sightings),
+                        since=state.quarantined_at,
+                    )
+                )
+        return sorted(out, key=lambda q: q.identifier)
+
+    def view(self, customer_id: str, freshness: Freshness) -> IdentityView | None:
+        """Why a customer is who they are: identifiers, links, rejections, quarantines."""
+        root = self.find(customer_id, compress=False)
+        node = self.node(root)
+        if node is None:
+            return None
+        hubs = [(k, self.hub(k)) for k in node.hubs]
+        return IdentityView(
+            customer_id=root,
+            requested_id=customer_id,
+            identifiers=[
+                IdentifierInfo(
+                    identifier=k,
+                    verified=s.verified,
+                    first_seen=s.first_seen,
+                    last_seen=s.last_seen,
+                )
+                for k, s in sorted(node.identifiers.items())
+            ],
+            links=node.links,
+            rejected_links=node.rejected,
+            quarantined=[
+                Quarantine(identifier=k, customers=sorted(h.sightings), since=h.quarantined_at)
+                for k, h in hubs
+                if h is not None and h.quarantined_at is not None
+            ],
+            freshness=freshness,
+        )
+
+    # -- resolving an event ---------------------------------------------------------------
+    def resolve(self, obs: Observation) -> Decision:
+        """Attach an event's identifiers to one customer, merging where the rules allow.
+
+        Idempotent: resolving the same event again changes no identity state and returns
+        the same customer id with no merges, which at-least-once delivery needs.
         """
-        if not identifier_keys:
-            raise ValueError("an event needs at least one identifier to be resolved")
-        roots = sorted({self.find(o) for k in identifier_keys if (o := self.owners.get(k))})
+        at = obs.occurred_at
+        usable = [i for i in obs.identifiers if suppression_hash(i.key) not in self.t.suppressed]
+        suppressed = len(obs.identifiers) - len(usable)
+        rejected: list[RejectedLink] = []
+        presented_hubs: list[str] = []
+        candidates: list[tuple[Identifier, TypeRule]] = []
+        for ident in usable:
+            rule = self.rules.rule(ident.type)
+            if rule is None:
+                continue  # ingest already dropped unknown types; rules may have changed since
+            hub = self.hub(ident.key)
+            if hub is not None and hub.quarantined_at is not None:
+                presented_hubs.append(ident.key)
+                owner = self.lookup(ident.key)
+                rejected.append(
+                    self._reject(ident.key, "quarantined", "hub identifier", owner, obs)
+                )
+                continue
+            candidates.append((ident, rule))
+        if not candidates:
+            return Decision(None, rejected=tuple(rejected), suppressed=suppressed)
+
+        candidates.sort(key=lambda c: (c[1].priority, c[0].key))
+        union = _Union(self.rules, at)
+        roots: list[str] = []
+        nodes: dict[str, CustomerNode] = {}
+        accepted: list[Identifier] = []
+        for ident, rule in candidates:
+            verified = ident.verified or rule.trust is Trust.VERIFIED
+            owner = self.lookup(ident.key)
+            if owner is not None and owner in roots:
+                accepted.append(ident)
+                continue
+            if owner is None:
+                if (broken := union.exceeds({ident.key: at})) is not None:
+                    rejected.append(self._limit(ident.key, broken, None, obs))
+                    continue
+                union.add({ident.key: at}, verified)
+                accepted.append(ident)
+                continue
+            node = nodes.get(owner) or self.node(owner) or CustomerNode(customer_id=owner)
+            theirs = {k: s.last_seen for k, s in node.identifiers.items()}
+            if roots and not rule.merge:
+                reason: RejectReason = "no_merge"
+                rejected.append(
+                    self._reject(ident.key, reason, f"{ident.type} may not merge", owner, obs)
+                )
+            elif (broken := union.exceeds(theirs)) is not None:
+                rejected.append(self._limit(ident.key, broken, owner, obs))
+            elif not verified and union.verified and node.has_verified():
+                detail = "unverified identifier between two verified customers"
+                rejected.append(self._reject(ident.key, "trust", detail, owner, obs))
+            else:
+                nodes[owner] = node
+                roots.append(owner)
+                union.add(theirs, node.has_verified() or verified)
+                accepted.append(ident)
+
         created = not roots
-        winner = mint_customer_id(event_id, occurred_at) if created else roots[0]
-        merges = tuple(MergeDecision(loser, winner) for loser in roots[1:])
+        winner = mint_customer_id(obs.event_id, at) if created else min(roots)
+        target = nodes.get(winner) or CustomerNode(customer_id=winner)
+        merges = tuple(MergeDecision(r, winner) for r in sorted(roots) if r != winner)
+        changed = created or bool(merges)
         for merge in merges:
-            self.parents[merge.from_id] = winner
-        for key in identifier_keys:
-            if self.owners.get(key) != winner:
-                self.owners[key] = winner
-        return Resolution(winner, created, merges)
+            self._absorb(target, nodes[merge.from_id])
+            self.t.parents[merge.from_id] = winner
+            del self.t.nodes[merge.from_id]
+        new_keys = []
+        for ident in accepted:
+            verified = ident.verified or self.rules.types[ident.type].trust is Trust.VERIFIED
+            state = target.identifiers.get(ident.key)
+            if state is None:
+                target.identifiers[ident.key] = IdentifierState(
+                    verified=verified, first_seen=at, last_seen=at
+                )
+                self.t.owners[ident.key] = winner
+                new_keys.append(ident.key)
+            elif at - state.last_seen >= LAST_SEEN_RESOLUTION or (verified and not state.verified):
+                state.last_seen = max(state.last_seen, at)
+                state.verified = state.verified or verified
+                changed = True
+        if new_keys or merges or created:
+            target.links.append(
+                Link(
+                    link_id=obs.event_id,
+                    identifiers=[i.key for i in accepted],
+                    created=winner if created else None,
+                    merged=[m.from_id for m in merges],
+                    evidence=obs.evidence,
+                )
+            )
+        changed = changed or bool(new_keys)
+        known = {(r.evidence.event_id, r.identifier) for r in target.rejected}
+        fresh = [r for r in rejected if (r.evidence.event_id, r.identifier) not in known]
+        if fresh:
+            target.rejected = [*target.rejected, *fresh][-REJECTED_KEEP:]
+            changed = True
+        for key in presented_hubs:
+            if key not in target.hubs:
+                target.hubs.append(key)
+                changed = True
+        if changed:
+            self.t.nodes[winner] = target.model_dump_json().encode()
+        newly_quarantined = self._sight_hubs(winner, rejected, at)
+        return Decision(
+            customer_id=winner,
+            created=created,
+            merges=merges,
+            accepted=tuple(i.key for i in accepted),
+            rejected=tuple(rejected),
+            quarantined=tuple(newly_quarantined),
+            suppressed=suppressed,
+        )
+
+    def _reject(
+        self, key: str, reason: RejectReason, detail: str, owner: str | None, obs: Observation
+    ) -> RejectedLink:
+        return RejectedLink(
+            identifier=key,
+            reason=reason,
+            detail=detail,
+            other_customer=owner,
+            evidence=obs.evidence,
+        )
+
+    def _limit(self, key: str, id_type: str, owner: str | None, obs: Observation) -> RejectedLink:
+        limit = self.rules.types[id_type].limit
+        detail = f"would give the customer more than {limit} {id_type} value(s)"
+        return self._reject(key, "limit", detail, owner, obs)
+
+    @staticmethod
+    def _absorb(into: CustomerNode, other: CustomerNode) -> None:
+        for key, state in other.identifiers.items():
+            mine = into.identifiers.get(key)
+            if mine is None:
+                into.identifiers[key] = state
+            else:
+                mine.first_seen = min(mine.first_seen, state.first_seen)
+                mine.last_seen = max(mine.last_seen, state.last_seen)
+                mine.verified = mine.verified or state.verified
+        into.links = [*into.links, *other.links]
+        into.rejected = [*into.rejected, *other.rejected][-REJECTED_KEEP:]
+        into.hubs = sorted({*into.hubs, *other.hubs})
+
+    def _sight_hubs(self, winner: str, rejected: Iterable[RejectedLink], at: datetime) -> list[str]:
+        """Count the customers a conflicting identifier shows up on; quarantine hubs."""
+        hub_rule = self.rules.hub
+        horizon = at - timedelta(days=hub_rule.window_days)
+        newly = []
+        for rej in rejected:
+            if rej.reason == "quarantined" or rej.other_customer is None:
+                continue
+            state = self.hub(rej.identifier) or HubState()
+            before = state.model_dump_json()
+            state.sightings[rej.other_customer] = max(
+                at, state.sightings.get(rej.other_customer, at)
+            )
+            state.sightings[winner] = max(at, state.sightings.get(winner, at))
+            state.sightings = {c: t for c, t in state.sightings.items() if t >= horizon}
+            if state.quarantined_at is None and len(state.sightings) > hub_rule.max_customers:
+                state.quarantined_at = at
+                newly.append(rej.identifier)
+            after = state.model_dump_json()
+            if after != before:
+                self.t.hubs[rej.identifier] = after.encode()
+        return newly
+
+    # -- operator requests ----------------------------------------------------------------
+    def split(self, customer_id: str, link_id: str) -> SplitDecision:
+        """Remove one link and recompute the customer's component from the links left.
+
+        Each resulting piece takes back the oldest customer id minted inside it, so
+        undoing a merge restores the ids the customers had before it.
+        """
+        root = self.find(customer_id)
+        node = self.node(root)
+        if node is None:
+            raise IdentityError(f"no customer {customer_id!r}")
+        if not any(link.link_id == link_id for link in node.links):
+            raise IdentityError(f"customer {root!r} has no link {link_id!r}")
+        members = node.member_ids()
+        remaining = [link for link in node.links if link.link_id != link_id]
+        parent: dict[str, str] = {}
+
+        def top(k: str) -> str:
+            while parent.setdefault(k, k) != k:
+                k = parent[k]
+            return k
+
+        for link in remaining:
+            keys = [k for k in link.identifiers if k in node.identifiers]
+            for k in keys:
+                top(k)
+            for a, b in itertools.pairwise(keys):
+                parent[top(b)] = top(a)
+        groups: dict[str, list[str]] = {}
+        for key in sorted(parent):
+            groups.setdefault(top(key), []).append(key)
+        links_of: dict[str, list[Link]] = {}
+        for link in remaining:
+            keys = [k for k in link.identifiers if k in node.identifiers]
+            if keys:
+                links_of.setdefault(top(keys[0]), []).append(link)
+        # The piece holding the oldest remaining link keeps the root id; the others take
+        # the oldest id minted among their own links (or mint one from their oldest link).
+        order = sorted(
+            groups,
+            key=lambda g: min((lk.evidence.occurred_at, lk.link_id) for lk in links_of[g]),
+        )
+        names: dict[str, str] = {}
+        for i, g in enumerate(order):
+            minted = sorted(lk.created for lk in links_of[g] if lk.created and lk.created != root)
+            if i == 0:
+                names[g] = root
+            elif minted:
+                names[g] = minted[0]
+            else:
+                first = min(links_of[g], key=lambda lk: (lk.evidence.occurred_at, lk.link_id))
+                names[g] = mint_customer_id(f"split:{first.link_id}", first.evidence.occurred_at)
+        pieces = {names[g]: groups[g] for g in order}
+        kept = {k for keys in groups.values() for k in keys}
+        detached = sorted(set(node.identifiers) - kept)
+        for key in detached:
+            self.t.owners.pop(key, None)
+        id_map: dict[str, str] = {}
+        for g in order:
+            cid = names[g]
+            piece = CustomerNode(
+                customer_id=cid,
+                identifiers={k: node.identifiers[k] for k in groups[g]},
+                links=links_of[g],
+                rejected=node.rejected if cid == root else [],
+                hubs=node.hubs if cid == root else [],
+            )
+            self.t.parents.pop(cid, None)
+            self.t.nodes[cid] = piece.model_dump_json().encode()
+            for key in groups[g]:
+                self.t.owners[key] = cid
+            for member in piece.member_ids():
+                id_map[member] = cid
+                if member != cid:
+                    self.t.parents[member] = cid
+        for member in members - set(id_map):
+            # Ids whose every link was the removed one: they follow the root's piece.
+            id_map[member] = root
+            if member != root:
+                self.t.parents[member] = root
+        if not order:
+            self.t.nodes.pop(root, None)
+        return SplitDecision(root, dict(sorted(id_map.items())), pieces, detached)
+
+    def erase(self, customer_id: str, at: datetime) -> EraseDecision:
+        """Forget a person: identifiers, links and ids; remember only hashes to suppress."""
+        root = self.find(customer_id)
+        node = self.node(root)
+        if node is None:
+            raise IdentityError(f"no customer {customer_id!r}")
+        stamp = at.isoformat()
+        for key in node.identifiers:
+            self.t.owners.pop(key, None)
+            self.t.hubs.pop(key, None)
+            self.t.suppressed[suppression_hash(key)] = stamp
+        members = sorted(node.member_ids() | {customer_id})
+        for member in members:
+            self.t.parents.pop(member, None)
+        del self.t.nodes[root]
+        return EraseDecision(root, members, len(node.identifiers))

@@ -2,7 +2,8 @@
 
 Pure functions, no I/O. The same identifier written differently by two channels
 (``Alice@Example.com `` and ``alice@example.com``) must normalise to the same key, or the
-pipeline would fail to stitch it.
+pipeline would fail to stitch it. Which normaliser a type uses, and which values are
+blocked, comes from the identity rules (``pipeline.rules``).
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ from functools import lru_cache
 
 import phonenumbers
 
+from pipeline.rules import IDENTIFIER_TYPE, Normaliser, Rules
 from schemas.events import Identifier
 
-#: Values that senders use for "unknown"; they would join unrelated customers.
-BLOCKED_VALUES = frozenset(
-    {"", "null", "none", "nil", "undefined", "anonymous", "unknown", "n/a", "na", "-", "0"}
-)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_DEFAULT_REGION = "US"
+_HANDLE = re.compile(r"^[a-z0-9._]{1,64}$")
+DEFAULT_RULES = Rules()
 
 
 class InvalidIdentifier(ValueError):
@@ -40,18 +39,25 @@ class Normalised:
     rejected: tuple[InvalidIdentifier, ...]
 
 
-def normalise_value(id_type: str, value: str, default_region: str = _DEFAULT_REGION) -> str:
-    """Return the canonical value of one identifier, or raise ``ValueError`` with a reason."""
+def canonical(normaliser: Normaliser, value: str, default_region: str) -> str:
+    """Apply one normaliser; raise ``ValueError`` with a reason when the value is unusable."""
     value = value.strip()
-    if value.casefold() in BLOCKED_VALUES:
-        raise ValueError(f"blocked placeholder value {value!r}")
-    if id_type == "email":
+    if not value:
+        raise ValueError("empty value")
+    if normaliser == "email":
         value = value.casefold()
         if not _EMAIL.match(value):
             raise ValueError("not an email address")
         return value
-    if id_type == "phone":
+    if normaliser == "phone":
         return _e164(value, default_region)
+    if normaliser == "handle":
+        value = value.removeprefix("@").casefold()
+        if not _HANDLE.match(value):
+            raise ValueError("not a social handle")
+        return value
+    if normaliser == "lower":
+        return value.casefold()
     return value
 
 
@@ -67,13 +73,24 @@ def _e164(raw: str, region: str) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-def normalise(identifiers: list[Identifier], default_region: str = _DEFAULT_REGION) -> Normalised:
+def normalise_value(id_type: str, value: str, rules: Rules = DEFAULT_RULES) -> str:
+    """The canonical value of one identifier under ``rules``, or ``ValueError`` with a reason."""
+    rule = rules.rule(id_type)
+    if rule is None:
+        raise ValueError(f"unknown identifier type {id_type!r} (add it to the identity rules)")
+    clean = canonical(rule.normaliser, value, rules.default_region)
+    if (blocked := rules.blocks(id_type, clean)) is not None:
+        raise ValueError(blocked)
+    return clean
+
+
+def normalise(identifiers: list[Identifier], rules: Rules = DEFAULT_RULES) -> Normalised:
     """Normalise an event's identifiers, dropping duplicates and unusable ones."""
     seen: dict[str, Identifier] = {}
     rejected: list[InvalidIdentifier] = []
     for ident in identifiers:
         try:
-            value = normalise_value(ident.type, ident.value, default_region)
+            value = normalise_value(ident.type, ident.value, rules)
         except ValueError as exc:
             rejected.append(InvalidIdentifier(ident, str(exc)))
             continue
@@ -84,7 +101,7 @@ def normalise(identifiers: list[Identifier], default_region: str = _DEFAULT_REGI
     return Normalised(tuple(seen.values()), tuple(rejected))
 
 
-def parse_identifier_key(key: str, default_region: str = _DEFAULT_REGION) -> Identifier:
+def parse_identifier_key(key: str, rules: Rules = DEFAULT_RULES) -> Identifier:
     """Parse and normalise a ``type:value`` lookup key, e.g. ``email:Alice@Example.com``.
 
     Raises ``ValueError`` with a message fit for an HTTP 400 when the key is malformed.
@@ -92,8 +109,6 @@ def parse_identifier_key(key: str, default_region: str = _DEFAULT_REGION) -> Ide
     id_type, sep, value = key.partition(":")
     if not sep or not value:
         raise ValueError("expected type:value, e.g. email:alice@example.com")
-    try:
-        ident = Identifier(type=id_type, value=value)
-    except ValueError:
-        raise ValueError(f"invalid identifier type {id_type!r}") from None
-    return Identifier(type=ident.type, value=normalise_value(id_type, value, default_region))
+    if not re.match(IDENTIFIER_TYPE, id_type):
+        raise ValueError(f"invalid identifier type {id_type!r}")
+    return Identifier(type=id_type, value=normalise_value(id_type, value, rules))

@@ -1,32 +1,63 @@
 """Messages between the pipeline's stages, and their (de)serialisation.
 
-``IdentityRequest`` goes from ingest to the identity stage (keyed by tenant).
-``CustomerOp`` goes from the identity stage to the context stage (keyed by customer id):
-an event to fold in, a merge to carry out at the merged-away customer, or the merged-away
-customer's context to absorb at the survivor.
+Identity requests go to the identity stage, keyed by tenant, in one ordered log: an event
+to resolve, or an operator's split or erasure. Customer ops go to the context stage, keyed
+by customer id.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 from schemas.context import CustomerContext
 from schemas.events import RawEvent
+from schemas.identity import Evidence
 
 
-class _Op(BaseModel):
+class _Msg(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class EventOp(_Op):
+# -- identity requests (key: tenant) -------------------------------------------------------
+class ResolveRequest(_Msg):
+    op: Literal["resolve"] = "resolve"
+    event: RawEvent
+    evidence: Evidence
+
+
+class SplitRequest(_Msg):
+    op: Literal["split"] = "split"
+    request_id: str
+    customer_id: str
+    link_id: str
+    requested_at: AwareDatetime
+
+
+class EraseRequest(_Msg):
+    op: Literal["erase"] = "erase"
+    request_id: str
+    customer_id: str
+    requested_at: AwareDatetime
+
+
+IdentityRequest = Annotated[ResolveRequest | SplitRequest | EraseRequest, Field(discriminator="op")]
+IDENTITY_REQUEST: TypeAdapter[ResolveRequest | SplitRequest | EraseRequest] = TypeAdapter(
+    IdentityRequest
+)
+
+
+# -- customer ops (key: customer id) -------------------------------------------------------
+class EventOp(_Msg):
+    """Fold an event into this customer's context."""
+
     op: Literal["event"] = "event"
     customer_id: str
     event: RawEvent
 
 
-class MergeOp(_Op):
+class MergeOp(_Msg):
     """Sent to the merged-away customer: hand your context over to ``into_id``."""
 
     op: Literal["merge"] = "merge"
@@ -35,7 +66,7 @@ class MergeOp(_Op):
     event_id: str
 
 
-class AbsorbOp(_Op):
+class AbsorbOp(_Msg):
     """Sent to the survivor: fold ``context`` (a merged-away customer's) into yours."""
 
     op: Literal["absorb"] = "absorb"
@@ -43,5 +74,41 @@ class AbsorbOp(_Op):
     context: CustomerContext
 
 
-CustomerOp = Annotated[EventOp | MergeOp | AbsorbOp, Field(discriminator="op")]
-CUSTOMER_OP: TypeAdapter[EventOp | MergeOp | AbsorbOp] = TypeAdapter(CustomerOp)
+class SplitOp(_Msg):
+    """Sent to the split customer: keep your piece, hand the others their parts."""
+
+    op: Literal["split"] = "split"
+    customer_id: str
+    pieces: dict[str, list[str]]  # customer id -> identifier keys
+    id_map: dict[str, str]  # every id of the old component -> its customer now
+
+
+class RestoreOp(_Msg):
+    """Sent to a piece of a split: you are a customer again; fold in your part."""
+
+    op: Literal["restore"] = "restore"
+    customer_id: str
+    context: CustomerContext | None = None  # None: only stop redirecting (sent first)
+
+
+class RedirectOp(_Msg):
+    """Sent to a merged-away id whose survivor changed (after a split)."""
+
+    op: Literal["redirect"] = "redirect"
+    customer_id: str
+    into_id: str
+
+
+class EraseOp(_Msg):
+    """Forget this customer id: context, redirect; tombstone it on customer.context."""
+
+    op: Literal["erase"] = "erase"
+    customer_id: str
+
+
+CustomerOp = Annotated[
+    EventOp | MergeOp | AbsorbOp | SplitOp | RestoreOp | RedirectOp | EraseOp,
+    Field(discriminator="op"),
+]
+AnyCustomerOp = EventOp | MergeOp | AbsorbOp | SplitOp | RestoreOp | RedirectOp | EraseOp
+CUSTOMER_OP: TypeAdapter[AnyCustomerOp] = TypeAdapter(CustomerOp)

@@ -4,15 +4,21 @@ Every value on a Kafka topic is JSON described by one of these pydantic models; 
 Schemas exported from them live in ``schemas/json/`` (``omnistitch schemas export``).
 """
 
-from schemas.context import CustomerContext, Merge, TimelineEntry, TraitValue
+from schemas.context import CustomerContext, TimelineEntry, TraitValue
 from schemas.events import Channel, Identifier, RawEvent
+from schemas.identity import Evidence, IdentityView, Link, Merge, RejectedLink, Split
 
 __all__ = [
     "Channel",
     "CustomerContext",
+    "Evidence",
     "Identifier",
+    "IdentityView",
+    "Link",
     "Merge",
     "RawEvent",
+    "RejectedLink",
+    "Split",
     "TimelineEntry",
     "TraitValue",
 ]

@@ -33,6 +33,9 @@ class TimelineEntry(BaseModel):
     kind: str
     name: str | None = None
     occurred_at: AwareDatetime
+    identifiers: list[str] = Field(
+        default_factory=list, description="type:value keys the event carried (normalised)."
+    )
     properties: dict[str, JsonValue] = Field(default_factory=dict)
 
 
@@ -65,17 +68,3 @@ class CustomerContext(BaseModel):
     first_seen: AwareDatetime | None = None
     last_seen: AwareDatetime | None = None
     version: int = Field(default=0, description="Increments with every change.")
-
-
-class Merge(BaseModel):
-    """Published on ``identity.merges`` when an event joins two known customers."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    schema_version: Literal[1] = 1
-    from_id: str = Field(description="The merged-away (younger) customer id.")
-    into_id: str = Field(description="The surviving (older) customer id.")
-    event_id: str = Field(description="The event whose identifiers joined them.")
-    identifiers: list[str] = Field(
-        default_factory=list, description="type:value keys of the event that linked them."
-    )

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from schemas.context import CustomerContext, Merge
+from schemas.context import CustomerContext
 from schemas.events import RawEvent
+from schemas.identity import IdentityView, Merge, Split
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
 
@@ -17,6 +18,8 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "raw_event.v1.schema.json": RawEvent,
     "customer_context.v1.schema.json": CustomerContext,
     "identity_merge.v1.schema.json": Merge,
+    "identity_split.v1.schema.json": Split,
+    "identity_view.v1.schema.json": IdentityView,
 }
 
 

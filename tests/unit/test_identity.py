@@ -3,71 +3,238 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.identity import IdentityGraph, mint_customer_id
+from pipeline.identity import (
+    IdentityEngine,
+    IdentityError,
+    IdentityTables,
+    Observation,
+    mint_customer_id,
+)
+from pipeline.rules import HubRule, Rules, TypeRule, suppression_hash
+from schemas.events import Channel, Identifier
+from schemas.identity import Evidence, Freshness
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+NO_RAILS = Rules(
+    types={t: TypeRule(limit=None) for t in ("email", "user_id", "anonymous_id", "phone")},
+    hub=HubRule(max_customers=10_000),
+)
 
 
-def graph() -> IdentityGraph:
-    return IdentityGraph({}, {})
+def engine(rules: Rules | None = None) -> IdentityEngine:
+    return IdentityEngine(rules or Rules(), IdentityTables.in_memory())
 
 
-def at(minutes: int) -> datetime:
-    return T0 + timedelta(minutes=minutes)
+def obs(eid: str, minute: int, *keys: str, verified: bool = False) -> Observation:
+    ids = []
+    for key in keys:
+        t, _, v = key.partition(":")
+        ids.append(Identifier(type=t, value=v, verified=verified))
+    return Observation(
+        ids,
+        Evidence(
+            event_id=eid,
+            channel=Channel.WEB,
+            source="test",
+            occurred_at=T0 + timedelta(minutes=minute),
+            rule_version="test",
+        ),
+    )
 
 
 def test_first_event_mints_a_deterministic_sortable_id() -> None:
-    g = graph()
-    res = g.resolve("e1", at(0), ["anonymous_id:a"])
+    e = engine()
+    res = e.resolve(obs("e1", 0, "anonymous_id:a"))
     assert res.created
     assert res.merges == ()
-    assert res.customer_id == mint_customer_id("e1", at(0))
-    assert mint_customer_id("e9", at(0)) < mint_customer_id("e0", at(1))
+    assert res.customer_id == mint_customer_id("e1", T0)
+    assert mint_customer_id("e9", T0) < mint_customer_id("e0", T0 + timedelta(minutes=1))
 
 
 def test_shared_identifier_stitches_to_the_same_customer() -> None:
-    g = graph()
-    first = g.resolve("e1", at(0), ["anonymous_id:a"])
-    second = g.resolve("e2", at(1), ["anonymous_id:a", "email:x@y.com"])
-    third = g.resolve("e3", at(2), ["email:x@y.com"])
+    e = engine()
+    first = e.resolve(obs("e1", 0, "anonymous_id:a"))
+    second = e.resolve(obs("e2", 1, "anonymous_id:a", "email:x@y.com"))
+    third = e.resolve(obs("e3", 2, "email:x@y.com"))
     assert first.customer_id == second.customer_id == third.customer_id
     assert not second.created
     assert second.merges == ()
 
 
 def test_later_event_joins_two_customers_and_the_older_id_survives() -> None:
-    g = graph()
-    older = g.resolve("e1", at(0), ["anonymous_id:laptop"]).customer_id
-    younger = g.resolve("e2", at(5), ["anonymous_id:phone", "email:x@y.com"]).customer_id
+    e = engine()
+    older = e.resolve(obs("e1", 0, "anonymous_id:laptop")).customer_id
+    younger = e.resolve(obs("e2", 5, "anonymous_id:phone", "email:x@y.com")).customer_id
     assert older != younger
-    join = g.resolve("e3", at(9), ["anonymous_id:laptop", "email:x@y.com"])
+    join = e.resolve(obs("e3", 9, "anonymous_id:laptop", "email:x@y.com"))
     assert join.customer_id == older
     assert [(m.from_id, m.into_id) for m in join.merges] == [(younger, older)]
-    assert g.lookup("anonymous_id:phone") == older
-    assert g.find(younger) == older
+    assert e.lookup("anonymous_id:phone") == older
+    assert younger is not None
+    assert e.find(younger) == older
+    node = e.node(older)
+    assert node is not None
+    assert [link.link_id for link in node.links] == ["e1", "e2", "e3"]
+    assert node.links[2].merged == [younger]
 
 
 def test_resolving_the_same_event_twice_changes_nothing() -> None:
-    g = graph()
-    g.resolve("e1", at(0), ["anonymous_id:a"])
-    g.resolve("e2", at(1), ["anonymous_id:b"])
-    join = g.resolve("e3", at(2), ["anonymous_id:a", "anonymous_id:b"])
-    owners, parents = dict(g.owners), dict(g.parents)
-    again = g.resolve("e3", at(2), ["anonymous_id:a", "anonymous_id:b"])
+    e = engine()
+    e.resolve(obs("e1", 0, "anonymous_id:a"))
+    e.resolve(obs("e2", 1, "user_id:u1"))
+    e.resolve(obs("e2b", 1, "user_id:u2", "email:shared@x.com"))
+    join = e.resolve(obs("e3", 2, "anonymous_id:a", "user_id:u1", "email:shared@x.com"))
+    state = {k: dict(v) for k, v in vars(e.t).items()}
+    again = e.resolve(obs("e3", 2, "anonymous_id:a", "user_id:u1", "email:shared@x.com"))
     assert again.customer_id == join.customer_id
     assert again.merges == ()
-    assert (dict(g.owners), dict(g.parents)) == (owners, parents)
+    assert {k: dict(v) for k, v in vars(e.t).items()} == state
 
 
-def test_find_compresses_long_chains_only_when_asked() -> None:
-    g = IdentityGraph({}, {"c3": "c2", "c2": "c1"})
-    assert g.find("c3", compress=False) == "c1"
-    assert g.parents["c3"] == "c2"
-    assert g.find("c3") == "c1"
-    assert g.parents["c3"] == "c1"
+def test_limit_drops_the_lowest_priority_identifier_and_audits_it() -> None:
+    e = engine()
+    ann = e.resolve(obs("e1", 0, "user_id:ann", "email:family@x.com")).customer_id
+    bob = e.resolve(obs("e2", 1, "user_id:bob", "email:family@x.com"))
+    # user_id allows one value per customer: the email (lower priority) is dropped.
+    assert bob.customer_id != ann
+    assert bob.merges == ()
+    assert [(r.identifier, r.reason, r.other_customer) for r in bob.rejected] == [
+        ("email:family@x.com", "limit", ann)
+    ]
+    assert e.lookup("email:family@x.com") == ann
+    node = e.node(bob.customer_id or "")
+    assert node is not None
+    assert [r.identifier for r in node.rejected] == ["email:family@x.com"]
+
+
+def test_limit_on_new_identifiers_within_one_customer() -> None:
+    e = engine(Rules(types={"email": TypeRule(normaliser="email", limit=2, priority=10)}))
+    cid = e.resolve(obs("e1", 0, "user_id:u", "email:a@x.com", "email:b@x.com")).customer_id
+    third = e.resolve(obs("e2", 1, "user_id:u", "email:c@x.com"))
+    assert third.customer_id == cid
+    assert [r.reason for r in third.rejected] == ["limit"]
+    assert e.lookup("email:c@x.com") is None
+
+
+def test_windowed_limit_only_counts_recent_values() -> None:
+    rules = Rules(types={"device_id": TypeRule(limit=1, limit_window_days=1, priority=30)})
+    e = engine(rules)
+    cid = e.resolve(obs("e1", 0, "email:a@x.com", "device_id:old")).customer_id
+    same_day = e.resolve(obs("e2", 60, "email:a@x.com", "device_id:new1"))
+    assert [r.reason for r in same_day.rejected] == ["limit"]
+    two_days = e.resolve(obs("e3", 2 * 1440, "email:a@x.com", "device_id:new2"))
+    assert two_days.customer_id == cid
+    assert two_days.rejected == ()
+
+
+def test_unverified_identifier_never_joins_two_verified_customers() -> None:
+    e = engine(Rules(types={"user_id": TypeRule(limit=None, priority=1, trust="verified")}))
+    a = e.resolve(obs("e1", 0, "user_id:a", "cookie:shared")).customer_id
+    b = e.resolve(obs("e2", 1, "user_id:b")).customer_id
+    # A cookie seen with b's login may not join a and b, even with limits off.
+    res = e.resolve(obs("e3", 2, "user_id:b", "cookie:shared"))
+    assert res.customer_id == b
+    assert [(r.reason, r.other_customer) for r in res.rejected] == [("trust", a)]
+    # An anonymous customer (nothing verified) does attach through the same kind of link.
+    anon = e.resolve(obs("e4", 3, "cookie:lonely")).customer_id
+    attach = e.resolve(obs("e5", 4, "user_id:b", "cookie:lonely"))
+    assert attach.customer_id == b
+    assert [(m.from_id, m.into_id) for m in attach.merges] == [(anon, b)]
+    # A verified identifier (an HMAC-proved email) may join two verified customers.
+    e.resolve(obs("e6", 5, "user_id:a", "email:proved@x.com", verified=True))
+    proved = e.resolve(obs("e7", 6, "user_id:b", "email:proved@x.com", verified=True))
+    assert proved.merges
+
+
+def test_no_merge_type_attaches_but_never_joins() -> None:
+    e = engine(Rules(types={"phone": TypeRule(normaliser="phone", merge=False, priority=11)}))
+    a = e.resolve(obs("e1", 0, "email:a@x.com", "phone:+14155550100")).customer_id
+    b = e.resolve(obs("e2", 1, "email:b@x.com")).customer_id
+    res = e.resolve(obs("e3", 2, "email:b@x.com", "phone:+14155550100"))
+    assert res.customer_id == b
+    assert [(r.reason, r.other_customer) for r in res.rejected] == [("no_merge", a)]
+    alone = e.resolve(obs("e4", 3, "phone:+14155550100"))
+    assert alone.customer_id == a
+
+
+def test_hub_identifier_is_quarantined_after_n_customers() -> None:
+    e = engine(Rules(hub=HubRule(max_customers=3)))
+    shop = "phone:+18005550100"
+    owners = [e.resolve(obs(f"e{i}", i, f"user_id:u{i}", shop)) for i in range(4)]
+    assert owners[1].quarantined == ()
+    assert owners[3].quarantined == (shop,)
+    assert [q.identifier for q in e.quarantined()] == [shop]
+    assert len(e.quarantined()[0].customers) == 4
+    # Quarantined: it no longer matches anything, and alone it resolves to nobody.
+    later = e.resolve(obs("e9", 9, "user_id:u9", shop))
+    assert [r.reason for r in later.rejected] == ["quarantined"]
+    assert e.resolve(obs("e10", 10, shop)).customer_id is None
+
+
+def test_split_restores_the_old_ids_and_replay_restores_the_merge() -> None:
+    e = engine()
+    a = e.resolve(obs("a1", 0, "anonymous_id:laptop", "email:a@x.com")).customer_id
+    b = e.resolve(obs("b1", 1, "anonymous_id:phone")).customer_id
+    e.resolve(obs("b2", 2, "anonymous_id:phone", "phone:+14155550101"))
+    join = e.resolve(obs("j1", 3, "anonymous_id:phone", "email:a@x.com"))
+    assert join.customer_id == a
+    after = e.resolve(obs("a2", 4, "email:a@x.com", "user_id:u1"))
+    assert after.customer_id == a
+    assert a is not None
+    assert b is not None
+    split = e.split(b, "j1")
+    assert split.old_root == a
+    assert split.id_map == {a: a, b: b}
+    assert split.pieces == {
+        a: ["anonymous_id:laptop", "email:a@x.com", "user_id:u1"],
+        b: ["anonymous_id:phone", "phone:+14155550101"],
+    }
+    assert e.lookup("phone:+14155550101") == b
+    assert e.lookup("user_id:u1") == a
+    assert e.find(b) == b
+    # Replaying the removed link's event restores the merge, with the same ids.
+    again = e.resolve(obs("j1", 3, "anonymous_id:phone", "email:a@x.com"))
+    assert [(m.from_id, m.into_id) for m in again.merges] == [(b, a)]
+    with pytest.raises(IdentityError):
+        e.split(a, "no-such-link")
+
+
+def test_erase_forgets_the_person_and_suppresses_replays() -> None:
+    e = engine()
+    a = e.resolve(obs("a1", 0, "anonymous_id:laptop", "email:gone@x.com")).customer_id
+    b = e.resolve(obs("b1", 1, "anonymous_id:phone", "email:gone@x.com")).customer_id
+    assert a == b
+    other = e.resolve(obs("c1", 2, "email:stays@x.com")).customer_id
+    assert a is not None
+    erased = e.erase(a, T0)
+    assert erased.identifiers_erased == 3
+    assert e.lookup("email:gone@x.com") is None
+    assert e.node(a) is None
+    assert suppression_hash("email:gone@x.com") in e.t.suppressed
+    assert "email:gone@x.com" not in str(dict(e.t.suppressed))
+    replay = e.resolve(obs("a1", 0, "anonymous_id:laptop", "email:gone@x.com"))
+    assert replay.customer_id is None
+    assert replay.suppressed == 2
+    assert e.lookup("email:stays@x.com") == other
+
+
+def test_view_explains_the_customer() -> None:
+    e = engine()
+    cid = e.resolve(obs("e1", 0, "user_id:u1", "email:a@x.com")).customer_id
+    e.resolve(obs("e2", 1, "user_id:u2", "email:a@x.com"))
+    assert cid is not None
+    view = e.view(cid, Freshness(partition=0, offset=7, event_time=T0))
+    assert view is not None
+    assert [i.identifier for i in view.identifiers] == ["email:a@x.com", "user_id:u1"]
+    assert [link.link_id for link in view.links] == ["e1"]
+    assert view.links[0].evidence.rule_version == "test"
+    assert view.rejected_links == []  # the rejection is recorded on the customer it was for
+    assert view.freshness.offset == 7
+    assert e.view("cus_unknown", view.freshness) is None
 
 
 def _components(events: list[list[str]]) -> set[frozenset[int]]:
@@ -95,26 +262,31 @@ def _components(events: list[list[str]]) -> set[frozenset[int]]:
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
-        st.lists(st.sampled_from([f"email:{c}" for c in "abcdefgh"]), min_size=1, max_size=3),
+        st.lists(
+            st.sampled_from([f"email:{c}@x.com" for c in "abcdef"] + ["user_id:1", "user_id:2"]),
+            min_size=1,
+            max_size=3,
+            unique=True,
+        ),
         min_size=1,
         max_size=30,
     ),
     st.randoms(use_true_random=False),
 )
-def test_stitching_equals_connected_components_in_any_order(
+def test_without_rails_stitching_equals_connected_components_in_any_order(
     events: list[list[str]], rnd: random.Random
 ) -> None:
     order = list(range(len(events)))
     rnd.shuffle(order)
-    g = graph()
+    e = engine(NO_RAILS)
     assigned: dict[int, str] = {}
     for i in order:
-        assigned[i] = g.resolve(f"e{i}", at(i), events[i]).customer_id
+        cid = e.resolve(obs(f"e{i}", i, *events[i])).customer_id
+        assert cid is not None
+        assigned[i] = cid
     groups: dict[str, set[int]] = {}
     for i, cid in assigned.items():
-        groups.setdefault(g.find(cid), set()).add(i)
+        groups.setdefault(e.find(cid), set()).add(i)
     assert {frozenset(s) for s in groups.values()} == _components(events)
-    # The survivor of every component is its oldest customer id.
     for root, members in groups.items():
-        minted = {assigned[i] for i in members}
-        assert root == min(minted)
+        assert root == min(assigned[i] for i in members)  # the oldest id survives

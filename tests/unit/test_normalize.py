@@ -17,6 +17,8 @@ from schemas.events import Identifier
         ("user_id", "  u-42 ", "u-42"),
         ("anonymous_id", "a1b2", "a1b2"),
         ("crm_id", " CRM-7 ", "CRM-7"),
+        ("instagram", "@Dana.Reyes", "dana.reyes"),
+        ("whatsapp", "+1 415 555 0100", "+14155550100"),
     ],
 )
 def test_values_normalise_to_one_spelling(id_type: str, raw: str, expected: str) -> None:
@@ -32,7 +34,12 @@ def test_values_normalise_to_one_spelling(id_type: str, raw: str, expected: str)
         ("phone", "call me", "phone"),
         ("anonymous_id", " null ", "blocked"),
         ("user_id", "undefined", "blocked"),
-        ("email", "   ", "blocked"),
+        ("email", "   ", "empty"),
+        ("user_id", "0000", "blocked"),
+        ("user_id", "xxxxxxxx", "blocked"),
+        ("email", "TEST@test.com", "blocked"),
+        ("fax", "123", "unknown identifier type"),
+        ("instagram", "@@bad handle", "handle"),
     ],
 )
 def test_unusable_values_are_rejected_with_a_reason(id_type: str, raw: str, reason: str) -> None:
