@@ -92,7 +92,10 @@ def register_api(p: Pipeline) -> None:
             return body
 
     async def answer(view: View, requested: str, root: str | None) -> Response:
-        ctx = None if root is None else await fetch_context(root)
+        # The identity graph is authoritative: an erased (or never seen) customer is 404
+        # even while the context stage has yet to apply the erasure.
+        known = root is not None and p.engine.node(root) is not None
+        ctx = await fetch_context(root) if known and root is not None else None
         if ctx is None:
             return _error(view, 404, "not_found", f"no customer {requested!r}")
         return view.json(ctx, headers={"Content-Location": f"/v1/customers/{root}"})
