@@ -43,3 +43,10 @@ def test_cli_fails_fast_on_bad_config(monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(cli, ["worker"])
     assert result.exit_code == 2
     assert "OMNISTITCH_TOPIC_PREFIX" in result.output
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    fields = {*WorkerSettings.model_fields, *CollectorSettings.model_fields}
+    missing = [f for f in sorted(fields) if f"`OMNISTITCH_{f.upper()}`" not in readme]
+    assert missing == [], "document these settings in README.md"
