@@ -159,6 +159,7 @@ class Decision:
     rejected: tuple[RejectedLink, ...] = ()
     quarantined: tuple[str, ...] = ()
     suppressed: int = 0
+    splits: tuple[SplitDecision, ...] = ()  # un-merges caused by quarantining a hub
 
 
 @dataclass(frozen=True)
@@ -406,6 +407,7 @@ class IdentityEngine:
         if changed:
             self.t.nodes[winner] = target.model_dump_json().encode()
         newly_quarantined = self._sight_hubs(winner, rejected, at)
+        splits = tuple(s for key in newly_quarantined if (s := self.detach(key)) is not None)
         return Decision(
             customer_id=winner,
             created=created,
@@ -414,6 +416,7 @@ class IdentityEngine:
             rejected=tuple(rejected),
             quarantined=tuple(newly_quarantined),
             suppressed=suppressed,
+            splits=splits,
         )
 
     def _reject(
@@ -482,8 +485,30 @@ class IdentityEngine:
             raise IdentityError(f"no customer {customer_id!r}")
         if not any(link.link_id == link_id for link in node.links):
             raise IdentityError(f"customer {root!r} has no link {link_id!r}")
-        members = node.member_ids()
         remaining = [link for link in node.links if link.link_id != link_id]
+        return self._rebuild(root, node, remaining)
+
+    def detach(self, identifier_key: str) -> SplitDecision | None:
+        """Take a (quarantined) identifier out of every link of the customer holding it.
+
+        A hub may have joined customers before it was recognised as one; recomputing the
+        component without it undoes exactly those merges. None if nobody holds it.
+        """
+        root = self.lookup(identifier_key)
+        node = None if root is None else self.node(root)
+        if root is None or node is None:
+            return None
+        remaining = [
+            link.model_copy(
+                update={"identifiers": [k for k in link.identifiers if k != identifier_key]}
+            )
+            for link in node.links
+        ]
+        return self._rebuild(root, node, remaining)
+
+    def _rebuild(self, root: str, node: CustomerNode, remaining: list[Link]) -> SplitDecision:
+        """Recompute a customer's component from ``remaining`` links; store the pieces."""
+        members = node.member_ids()
         parent: dict[str, str] = {}
 
         def top(k: str) -> str:
@@ -505,19 +530,23 @@ class IdentityEngine:
             keys = [k for k in link.identifiers if k in node.identifiers]
             if keys:
                 links_of.setdefault(top(keys[0]), []).append(link)
-        # The piece holding the oldest remaining link keeps the root id; the others take
-        # the oldest id minted among their own links (or mint one from their oldest link).
+        # Each piece is named after the oldest customer id minted by one of its own links,
+        # so undoing a merge gives every customer back its id, and the piece holding the
+        # root's founding link keeps the root id. A piece that minted nothing takes the
+        # root id if no piece did, else a new id minted from its oldest link.
         order = sorted(
             groups,
             key=lambda g: min((lk.evidence.occurred_at, lk.link_id) for lk in links_of[g]),
         )
+        created_in = {lk.created: g for g in order for lk in links_of[g] if lk.created}
         names: dict[str, str] = {}
-        for i, g in enumerate(order):
-            minted = sorted(lk.created for lk in links_of[g] if lk.created and lk.created != root)
-            if i == 0:
+        for cid, g in sorted(created_in.items()):
+            names.setdefault(g, cid)
+        for g in order:
+            if g in names:
+                continue
+            if root not in names.values():
                 names[g] = root
-            elif minted:
-                names[g] = minted[0]
             else:
                 first = min(links_of[g], key=lambda lk: (lk.evidence.occurred_at, lk.link_id))
                 names[g] = mint_customer_id(f"split:{first.link_id}", first.evidence.occurred_at)
@@ -526,30 +555,31 @@ class IdentityEngine:
         detached = sorted(set(node.identifiers) - kept)
         for key in detached:
             self.t.owners.pop(key, None)
-        id_map: dict[str, str] = {}
+        home = names[order[0]] if order else root
+        id_map = {cid: names[g] for cid, g in created_in.items()}
+        id_map.update({name: name for name in names.values()})
+        for member in members - set(id_map):
+            # Ids whose founding link is gone (the removed link made them): they follow
+            # the piece with the oldest link.
+            id_map[member] = home
         for g in order:
             cid = names[g]
             piece = CustomerNode(
                 customer_id=cid,
                 identifiers={k: node.identifiers[k] for k in groups[g]},
                 links=links_of[g],
-                rejected=node.rejected if cid == root else [],
-                hubs=node.hubs if cid == root else [],
+                rejected=node.rejected if cid == home else [],
+                hubs=node.hubs if cid == home else [],
             )
-            self.t.parents.pop(cid, None)
             self.t.nodes[cid] = piece.model_dump_json().encode()
             for key in groups[g]:
                 self.t.owners[key] = cid
-            for member in piece.member_ids():
-                id_map[member] = cid
-                if member != cid:
-                    self.t.parents[member] = cid
-        for member in members - set(id_map):
-            # Ids whose every link was the removed one: they follow the root's piece.
-            id_map[member] = root
-            if member != root:
-                self.t.parents[member] = root
-        if not order:
+        for member, now in id_map.items():
+            if member == now:
+                self.t.parents.pop(member, None)
+            else:
+                self.t.parents[member] = now
+        if root not in pieces:
             self.t.nodes.pop(root, None)
         return SplitDecision(root, dict(sorted(id_map.items())), pieces, detached)
 

@@ -72,7 +72,11 @@ class Split(BaseModel):
 
     schema_version: Literal[1] = 1
     customer_id: str = Field(description="The customer that was split.")
-    link_id: str = Field(description="The removed link.")
+    reason: Literal["operator", "quarantine"] = Field(
+        default="operator",
+        description="An operator removed a link, or a quarantined hub was taken out of links.",
+    )
+    link_id: str | None = Field(default=None, description="The removed link (operator splits).")
     id_map: dict[str, str] = Field(
         description="Every customer id of the old component -> the customer id it is now."
     )

@@ -24,12 +24,17 @@ def customer(env: dict[str, str], ref: str, proc: Process, pred: object = None) 
     """Wait for the customer (by id or ``type:value``) to exist and satisfy ``pred``."""
     url = f"{api(env)}/v1/customers" + (f"?identifier={ref}" if ":" in ref else f"/{ref}")
 
+    last: list[object] = [None]
+
     def probe() -> CustomerContext | None:
-        body = http_json(url)
+        body = last[0] = http_json(url)
         ctx = None if body is None else CustomerContext.model_validate(body)
         return ctx if ctx is not None and (pred is None or pred(ctx)) else None  # type: ignore[operator]
 
-    return wait_for(f"customer {ref}", probe, 90, proc)
+    try:
+        return wait_for(f"customer {ref}", probe, 90, proc)
+    except AssertionError as exc:
+        raise AssertionError(f"last answer for {ref}: {last[0]}") from exc
 
 
 def identity(env: dict[str, str], cid: str) -> IdentityView:
@@ -126,7 +131,7 @@ def test_why_split_and_erase(worker_env: dict[str, str], tmp_path: Path) -> None
         assert http_json(f"{api(env)}/v1/customers?identifier=anonymous_id:laptop", 404)
         metrics = httpx.get(f"{api(env)}/metrics", timeout=10).text
         assert "omnistitch_identity_suppressed_identifiers_total 2.0" in metrics
-        assert "omnistitch_identity_splits_total 1.0" in metrics
+        assert 'omnistitch_identity_splits_total{reason="operator"} 1.0' in metrics
         assert "omnistitch_identity_erasures_total 1.0" in metrics
         assert http_json(f"{api(env)}/v1/customers/cus_nobody", 404)
         assert httpx.delete(f"{api(env)}/v1/customers/cus_nobody", timeout=10).status_code == 404
@@ -134,15 +139,19 @@ def test_why_split_and_erase(worker_env: dict[str, str], tmp_path: Path) -> None
         worker.stop()
 
 
-def test_hub_identifier_is_quarantined_and_listed(
+def test_hub_identifier_is_quarantined_listed_and_unmerged(
     worker_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = worker_env
     worker = Process("worker", env, tmp_path / "worker.log").start()
     shop = ("phone", "+1 800 555 0100")
     try:
-        publish_events(env, [raw(f"c{i}", i, ("user_id", f"caller-{i}"), shop) for i in range(5)])
-        customer(env, "user_id:caller-4", worker)
+        # A company number on unverified callers: the first five merge (as one person's
+        # five emails would), then the email limit starts refusing it, and on the
+        # fourth customer refused it is quarantined, which undoes the merges it made.
+        publish_events(
+            env, [raw(f"c{i}", i, ("email", f"caller{i}@x.com"), shop) for i in range(8)]
+        )
 
         def listed() -> dict[str, object] | None:
             body = http_json(f"{api(env)}/v1/identity/quarantine")
@@ -152,18 +161,24 @@ def test_hub_identifier_is_quarantined_and_listed(
         hubs = body["quarantined"]
         assert isinstance(hubs, list)
         assert [h["identifier"] for h in hubs] == ["phone:+18005550100"]
-        assert len(hubs[0]["customers"]) == 4  # more than max_customers (3): quarantined
-        # Each caller stays their own customer; the shop's number joined nobody.
-        ids = {customer(env, f"user_id:caller-{i}", worker).customer_id for i in range(5)}
-        assert len(ids) == 5
+        # Every caller is their own customer again, with only their own call.
+        callers = [
+            customer(env, f"email:caller{i}@x.com", worker, lambda c: len(c.timeline) == 1)
+            for i in range(8)
+        ]
+        assert len({c.customer_id for c in callers}) == 8
+        assert [events_of(c) for c in callers] == [[f"c{i}"] for i in range(8)]
+        undone = consume_until(env, "identity.splits", lambda r: len(r) >= 1)
+        record = Split.model_validate_json(undone[0][1] or b"")
+        assert record.reason == "quarantine"
+        assert len(record.customers) == 5
         # An event that only carries the hub cannot be attributed: dead-lettered with why.
         publish_events(env, [raw("only-hub", 9, shop)])
         dlq = consume_until(env, "raw.events.dlq", lambda r: len(r) >= 1)
         assert json.loads(dlq[0][1] or b"{}")["reason"] == "only_quarantined_identifiers"
-        assert (
-            "omnistitch_identity_quarantines_total 1.0"
-            in httpx.get(f"{api(env)}/metrics", timeout=10).text
-        )
+        metrics = httpx.get(f"{api(env)}/metrics", timeout=10).text
+        assert "omnistitch_identity_quarantines_total 1.0" in metrics
+        assert 'omnistitch_identity_splits_total{reason="quarantine"} 1.0' in metrics
     finally:
         worker.stop()
 

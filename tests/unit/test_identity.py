@@ -175,6 +175,21 @@ def test_hub_identifier_is_quarantined_after_n_customers() -> None:
     assert e.resolve(obs("e10", 10, shop)).customer_id is None
 
 
+def test_quarantine_undoes_the_merges_the_hub_made() -> None:
+    e = engine(Rules(hub=HubRule(max_customers=3)))
+    shop = "phone:+18005550199"
+    first = [e.resolve(obs(f"e{i}", i, f"email:caller{i}@x.com", shop)) for i in range(5)]
+    assert len({e.lookup(f"email:caller{i}@x.com") for i in range(5)}) == 1  # the trap
+    later = [e.resolve(obs(f"f{i}", 10 + i, f"email:late{i}@x.com", shop)) for i in range(3)]
+    assert later[-1].quarantined == (shop,)
+    (undo,) = later[-1].splits
+    assert undo.old_root == first[0].customer_id
+    assert len(undo.pieces) == 5
+    assert len({e.lookup(f"email:caller{i}@x.com") for i in range(5)}) == 5
+    assert e.lookup(shop) is None  # held by nobody: quarantined hubs match nothing
+    assert e.lookup("email:caller0@x.com") == first[0].customer_id  # the oldest keeps its id
+
+
 def test_split_restores_the_old_ids_and_replay_restores_the_merge() -> None:
     e = engine()
     a = e.resolve(obs("a1", 0, "anonymous_id:laptop", "email:a@x.com")).customer_id
@@ -290,3 +305,66 @@ def test_without_rails_stitching_equals_connected_components_in_any_order(
     assert {frozenset(s) for s in groups.values()} == _components(events)
     for root, members in groups.items():
         assert root == min(assigned[i] for i in members)  # the oldest id survives
+
+
+def assert_consistent(e: IdentityEngine) -> None:
+    """Graph invariants: every identifier's root holds it, and only roots have nodes."""
+    for key in e.t.owners:
+        root = e.find(e.t.owners[key], compress=False)
+        node = e.node(root)
+        assert node is not None, f"{key} resolves to {root}, which has no node"
+        assert key in node.identifiers, f"{key} resolves to {root}, which does not hold it"
+    for cid in e.t.nodes:
+        assert cid not in e.t.parents, f"{cid} has a node but forwards to {e.t.parents[cid]}"
+        node = e.node(cid)
+        assert node is not None
+        for key in node.identifiers:
+            assert e.lookup(key, compress=False) == cid
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.permutations(range(8)))
+def test_a_hub_never_joins_callers_whatever_the_order(order: list[int]) -> None:
+    e = engine()
+    for i in order:
+        e.resolve(obs(f"c{i}", i, f"email:caller{i}@x.com", "phone:+18005550199"))
+        assert_consistent(e)
+    assert len({e.lookup(f"email:caller{i}@x.com") for i in range(8)}) == 8
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.sampled_from(
+                [f"email:{c}@x.com" for c in "abcd"]
+                + ["user_id:1", "user_id:2", "phone:+18005550100", "anonymous_id:z"]
+            ),
+            min_size=1,
+            max_size=3,
+            unique=True,
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    st.data(),
+)
+def test_graph_stays_consistent_under_rails_splits_and_erasure(
+    events: list[list[str]], data: st.DataObject
+) -> None:
+    e = engine(Rules(hub=HubRule(max_customers=2)))
+    for i, keys in enumerate(events):
+        e.resolve(obs(f"e{i}", i, *keys))
+        assert_consistent(e)
+    roots = sorted(e.t.nodes)
+    root = data.draw(st.sampled_from(roots))
+    node = e.node(root)
+    assert node is not None
+    link = data.draw(st.sampled_from(node.links))
+    split = e.split(root, link.link_id)
+    assert_consistent(e)
+    assert set(split.pieces) <= set(e.t.nodes)
+    if e.t.nodes:
+        victim = data.draw(st.sampled_from(sorted(e.t.nodes)))
+        e.erase(victim, T0)
+        assert_consistent(e)

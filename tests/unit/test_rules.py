@@ -45,7 +45,7 @@ def test_bad_rules_name_the_key(tmp_path: Path) -> None:
     assert "unknown_types" in text
     assert "types" in text
     path.write_text("this is not toml [")
-    with pytest.raises(RulesError, match="rules.toml"):
+    with pytest.raises(RulesError, match=r"rules\.toml"):
         load_rules(path)
 
 
