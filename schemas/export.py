@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.context import CustomerContext
+from schemas.cti import CtiBatch, CtiEvent
 from schemas.events import RawEvent
 from schemas.identity import IdentityView, Merge, Split
 
@@ -20,6 +21,8 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "identity_merge.v1.schema.json": Merge,
     "identity_split.v1.schema.json": Split,
     "identity_view.v1.schema.json": IdentityView,
+    "cti_event.v1.schema.json": CtiEvent,
+    "cti_batch.v1.schema.json": CtiBatch,
 }
 
 

@@ -23,13 +23,14 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Histogram,
-    generate_latest,
 )
 
+from connectors.http import BodyTooLarge as _TooLarge
+from connectors.http import add_operational_routes
+from connectors.http import read_body as _read_body
 from connectors.publisher import KafkaPublisher, Publisher, PublishUnavailable
 from connectors.tracking.segment import (
     MESSAGE_TYPES,
@@ -39,6 +40,8 @@ from connectors.tracking.segment import (
     partition_key,
     to_raw_event,
 )
+from omnistitch.kafka_client import client_config
+from omnistitch.logs import logging_config, setup_logging
 from omnistitch.settings import CollectorSettings
 from omnistitch.topics import RAW_EVENTS, ensure_topics
 
@@ -51,10 +54,6 @@ _GZIP = frozenset({"gzip", "x-gzip"})
 _IDENTITY = frozenset({"", "identity"})
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-class _TooLarge(Exception):
-    """The body, compressed or not, exceeds the configured limit."""
 
 
 class _BadBody(Exception):
@@ -185,33 +184,25 @@ def create_app(settings: CollectorSettings, publisher: Publisher) -> FastAPI:
             for err in exc.errors()
         )
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> Response:
-        if publisher.healthy():
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "unavailable"}, status_code=503)
-
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    add_operational_routes(app, publisher, metrics.registry)
 
     return app
 
 
 def run(settings: CollectorSettings) -> None:
     """Create the topics, then serve the collector until interrupted."""
+    setup_logging(settings.log_level)
     ensure_topics(settings)
-    publisher = KafkaPublisher(settings.bootstrap_servers, settings.ack_timeout_s)
+    publisher = KafkaPublisher(
+        settings.bootstrap_servers, settings.ack_timeout_s, extra_config=client_config(settings)
+    )
     try:
         uvicorn.run(
             create_app(settings, publisher),
             host=settings.collector_host,
             port=settings.collector_port,
             log_level=settings.log_level.lower(),
+            log_config=logging_config(settings.log_level),
         )
     finally:
         publisher.close()
@@ -229,18 +220,6 @@ def _basic_username(header: str | None) -> str | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     return decoded.partition(":")[0]
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _TooLarge
-    return bytes(body)
 
 
 def _decode(data: bytes, encoding: str, limit: int) -> Any:

@@ -1,0 +1,1 @@
+"""Contact-center CTI events (platform-neutral JSON, schemas/cti.py), HMAC-signed."""

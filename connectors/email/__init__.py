@@ -1,0 +1,1 @@
+"""Email: an SMTP server (aiosmtpd) accepting inbound mail as raw events."""

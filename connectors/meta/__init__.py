@@ -1,0 +1,1 @@
+"""Meta webhooks: WhatsApp Cloud API and Messenger (X-Hub-Signature-256)."""

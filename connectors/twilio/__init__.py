@@ -1,0 +1,1 @@
+"""Twilio webhooks: Programmable Messaging (SMS) and Voice, signed with X-Twilio-Signature."""

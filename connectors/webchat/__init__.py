@@ -1,0 +1,1 @@
+"""Web chat: conversation events from a chat widget or platform, with HMAC-proved visitors."""
