@@ -8,12 +8,12 @@ UV := $(CACHE)/uv-$(UV_VERSION)/bin/uv
 VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: demo test lint setup kafka-jars clean
+.PHONY: demo test lint setup kafka-jars system-deps clean
 
 demo: setup kafka-jars
 	$(VENV)/bin/omnistitch demo
 
-test: setup kafka-jars lint
+test: setup kafka-jars system-deps lint
 	$(VENV)/bin/pytest
 
 lint: setup
@@ -36,6 +36,14 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 
 kafka-jars:
 	deploy/local/kafka.sh fetch >/dev/null
+
+# promtool (alert-rule tests) and the Prometheus server (the scrape test) from the
+# distribution's package; needs root (or sudo) the first time, a no-op afterwards.
+system-deps:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends prometheus; }
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

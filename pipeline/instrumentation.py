@@ -1,0 +1,119 @@
+"""The worker's process-level metrics: readiness, rebalances, state on disk, table recovery,
+and its own consumer group's lag (read from the broker by :mod:`omnistitch.lag_monitor`).
+
+Stage counters live in :mod:`pipeline.metrics`; everything here is computed when
+Prometheus scrapes ``/metrics``, from the faust app's state, so it costs nothing between
+scrapes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+from faust.tables.manager import TableManager
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from omnistitch.kafka_client import client_config
+from omnistitch.lag_monitor import LagMonitor, LagProbe, LagTarget
+from omnistitch.settings import WorkerSettings
+from omnistitch.topics import pipeline_input_topics
+from pipeline.app import Pipeline
+
+REBALANCES = Counter(
+    "omnistitch_rebalances_total", "Consumer group rebalances this worker took part in."
+)
+
+READY = "omnistitch_worker_ready"
+STATE_BYTES = "omnistitch_state_size_bytes"
+RECOVERY_REMAINING = "omnistitch_table_recovery_remaining_records"
+RECOVERING = "omnistitch_table_recovery_in_progress"
+ASSIGNED = "omnistitch_assigned_partitions"
+
+
+def own_lag_monitor(settings: WorkerSettings) -> LagMonitor:
+    """A monitor of the worker's own consumer group (its app id), reading its input topics."""
+    probe = LagProbe(client_config(settings), timeout_s=max(settings.lag_interval_s, 5.0))
+    target = LagTarget(settings.app_id, tuple(pipeline_input_topics(settings, settings.app_id)))
+    return LagMonitor(probe, [target], settings.lag_interval_s)
+
+
+def directory_size(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (0 if it does not exist)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except FileNotFoundError:  # RocksDB compaction removed it meanwhile
+                continue
+    return total
+
+
+class WorkerCollector(Collector):
+    """Readiness, state size, recovery progress and assignment, read on scrape."""
+
+    def __init__(self, pipeline: Pipeline, monitor: LagMonitor) -> None:
+        self._p = pipeline
+        self._monitor = monitor
+        self.assigned = 0
+
+    def ready(self) -> bool:
+        """What ``/readyz`` answers: tables recovered, not rebalancing, broker reachable."""
+        return self._p.ready and self._monitor.healthy()
+
+    def collect(self) -> Iterator[Metric]:
+        recovery = cast(TableManager, self._p.app.tables).recovery
+        ready = GaugeMetricFamily(
+            READY, "1 when partitions are assigned, tables recovered and the broker answers."
+        )
+        ready.add_metric([], 1.0 if self.ready() else 0.0)
+        state = GaugeMetricFamily(
+            STATE_BYTES, "Bytes on disk under the worker's state directory (RocksDB tables)."
+        )
+        state.add_metric([], directory_size(self._p.settings.state_dir))
+        remaining = GaugeMetricFamily(
+            RECOVERY_REMAINING,
+            "Changelog records left to replay into this worker's tables.",
+            labels=["kind"],
+        )
+        remaining.add_metric(["active"], max(0, recovery.active_remaining_total()))
+        remaining.add_metric(["standby"], max(0, recovery.standby_remaining_total()))
+        recovering = GaugeMetricFamily(RECOVERING, "1 while active tables are being recovered.")
+        recovering.add_metric([], 1.0 if recovery.in_recovery else 0.0)
+        assigned = GaugeMetricFamily(
+            ASSIGNED, "Partitions assigned to this worker (inputs, changelogs and standbys)."
+        )
+        assigned.add_metric([], self.assigned)
+        yield from (ready, state, remaining, recovering, assigned)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(
+            [
+                GaugeMetricFamily(READY, ""),
+                GaugeMetricFamily(STATE_BYTES, ""),
+                GaugeMetricFamily(RECOVERY_REMAINING, "", labels=["kind"]),
+                GaugeMetricFamily(RECOVERING, ""),
+                GaugeMetricFamily(ASSIGNED, ""),
+            ]
+        )
+
+
+def instrument(
+    pipeline: Pipeline, monitor: LagMonitor, registry: CollectorRegistry = REGISTRY
+) -> WorkerCollector:
+    """Register the worker's collectors and count rebalances through faust's signals."""
+    collector = WorkerCollector(pipeline, monitor)
+
+    async def on_assigned(_sender: Any, *args: Any, **_kw: Any) -> None:
+        REBALANCES.inc()
+        collector.assigned = len(args[0]) if args else 0
+
+    pipeline.app.on_partitions_assigned.connect(cast(Any, on_assigned))  # mode: loose types
+    registry.register(collector)
+    registry.register(monitor.collector())
+    return collector

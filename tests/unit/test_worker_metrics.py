@@ -1,0 +1,137 @@
+"""The worker's metrics and its faust configuration, without a broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import faust
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from omnistitch.lag import LagSnapshot
+from omnistitch.lag_monitor import LagMonitor, LagTarget
+from omnistitch.settings import WorkerSettings
+from omnistitch.topics import pipeline_input_topics
+from pipeline import metrics as m
+from pipeline.app import Pipeline
+from pipeline.instrumentation import directory_size, instrument
+from schemas.events import RawEvent
+
+T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def event(channel: str = "chat") -> RawEvent:
+    return RawEvent.model_validate(
+        {
+            "event_id": "e1",
+            "channel": channel,
+            "source": "test",
+            "kind": "message",
+            "occurred_at": T0,
+            "received_at": T0,
+        }
+    )
+
+
+def count(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_events_in_and_out_are_counted_per_channel_and_topic() -> None:
+    before_in = count("omnistitch_events_in_total", channel="chat", topic="raw.events")
+    before_out = count("omnistitch_events_out_total", channel="chat", topic="customer.context")
+    m.event_in("raw.events", event())
+    m.event_out("customer.context", event(), now=T0 + timedelta(seconds=2))
+    assert count("omnistitch_events_in_total", channel="chat", topic="raw.events") == before_in + 1
+    after_out = count("omnistitch_events_out_total", channel="chat", topic="customer.context")
+    assert after_out == before_out + 1
+
+
+def latency_buckets(channel: str) -> dict[str, float]:
+    registry = CollectorRegistry()
+    registry.register(m.END_TO_END_SECONDS)
+    return {
+        s.labels["le"]: s.value
+        for f in registry.collect()
+        for s in f.samples
+        if s.name.endswith("_bucket") and s.labels["channel"] == channel
+    }
+
+
+def test_end_to_end_latency_is_receipt_to_published_view() -> None:
+    m.event_out("t", event("sms"), now=T0 + timedelta(seconds=2))
+    buckets = latency_buckets("sms")
+    assert buckets["1.0"] == 0
+    assert buckets["2.5"] == 1
+    # A connector clock ahead of the worker's is not a negative latency.
+    m.event_out("t", event("voice"), now=T0 - timedelta(seconds=5))
+    assert latency_buckets("voice")["0.05"] == 1
+
+
+def settings(tmp_path: Path, **kw: object) -> WorkerSettings:
+    return WorkerSettings.model_validate(
+        {"state_dir": tmp_path, "topic_prefix": "p.", "app_id": "stitch", **kw}
+    )
+
+
+def test_the_lag_topics_are_the_stages_inputs(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    p = Pipeline(s)
+    stage_inputs = [t.get_topic_name() for t in (p.raw_topic, p.requests_topic, p.ops_topic)]
+    assert pipeline_input_topics(s, s.app_id) == stage_inputs
+
+
+def test_standby_replicas_and_credentials_reach_faust(tmp_path: Path) -> None:
+    s = settings(
+        tmp_path,
+        standby_replicas=2,
+        security_protocol="SASL_PLAINTEXT",
+        sasl_username="u",
+        sasl_password="p",
+    )
+    conf = Pipeline(s).app.conf
+    assert conf.table_standby_replicas == 2
+    assert isinstance(conf.broker_credentials, faust.SASLCredentials)
+    assert Pipeline(settings(tmp_path)).app.conf.broker_credentials is None
+
+
+def test_directory_size_counts_files_below(tmp_path: Path) -> None:
+    assert directory_size(tmp_path / "missing") == 0
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.sst").write_bytes(b"x" * 1000)
+    (tmp_path / "y.log").write_bytes(b"y" * 24)
+    assert directory_size(tmp_path) == 1024
+
+
+class NoLag:
+    def read(self, targets: Sequence[LagTarget]) -> LagSnapshot:
+        return LagSnapshot(taken_at=1.0, lags=())
+
+    def close(self) -> None:
+        pass
+
+
+def test_worker_collector_reads_readiness_state_and_rebalances(tmp_path: Path) -> None:
+    (tmp_path / "table.sst").write_bytes(b"z" * 300)
+    p = Pipeline(settings(tmp_path))
+    monitor = LagMonitor(NoLag(), [LagTarget("stitch")], interval_s=1.0)
+    registry = CollectorRegistry()
+    collector = instrument(p, monitor, registry=registry)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("omnistitch_worker_ready") == 0  # nothing assigned nor recovered yet
+    assert value("omnistitch_state_size_bytes") == 300
+    assert value("omnistitch_table_recovery_remaining_records", kind="active") == 0
+    assert value("omnistitch_table_recovery_in_progress") == 0
+    before = count("omnistitch_rebalances_total")
+    assigned = {faust.types.TP("t", 0), faust.types.TP("t", 1)}
+    asyncio.run(p.app.on_partitions_assigned.send(assigned))
+    assert count("omnistitch_rebalances_total") == before + 1
+    assert value("omnistitch_assigned_partitions") == 2
+    assert not collector.ready()
+    monitor.poll_once()  # the broker answered; the tables are still not recovered
+    assert not collector.ready()
