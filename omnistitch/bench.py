@@ -1,0 +1,493 @@
+"""``omnistitch bench``: an honest benchmark, with its baselines measured in the same run.
+
+Every figure is reported next to the ceilings measured on the same machine, minutes apart,
+so that a noisy, shared 2-core machine still yields meaningful ratios:
+
+1. Kafka's own ProducerPerformance and ConsumerPerformance (the broker's ceiling);
+2. a bare Python confluent-kafka consume -> produce passthrough of the same events (the
+   ceiling of any Python processor);
+3. omnistitch's pipeline: one worker process, from the raw topic to ``customer.context``.
+
+The omnistitch run reports sustained throughput, per-stage rates, CPU per event, peak RSS,
+RocksDB size, the time to recover state from changelogs, and end-to-end latency
+percentiles at a fixed offered load below saturation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from confluent_kafka import Consumer, Producer
+
+from omnistitch.cli import KAFKA_LAUNCHER
+from omnistitch.journeys import generate
+from omnistitch.settings import KafkaSettings
+from omnistitch.topics import CUSTOMER_CONTEXT, RAW_EVENTS, TopicSpec, ensure_topics
+from schemas.events import RawEvent
+
+_STAGE = re.compile(r'^omnistitch_stage_messages_total\{stage="(\w+)"\} ([0-9.e+]+)$', re.M)
+_DEAD = re.compile(r"^omnistitch_dead_letters_total\{[^}]*\} ([0-9.e+]+)$", re.M)
+
+
+@dataclass
+class BenchConfig:
+    events: int = 50_000
+    customers: int = 10_000
+    seed: int = 7
+    latency_rate: int = 2_000
+    latency_seconds: float = 20.0
+    bootstrap: str = ""
+    workdir: Path = Path("var/bench")
+    java_baseline: bool = True
+    timeout_s: float = 1_800.0
+
+
+@dataclass
+class PipelineFigures:
+    events: int
+    seconds: float
+    events_per_s: float
+    stage_events_per_s: dict[str, float]
+    cpu_us_per_event: float
+    peak_rss_mb: float
+    rocksdb_mb: float
+    recovery_s: float
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class BenchReport:
+    machine: dict[str, Any]
+    config: dict[str, Any]
+    kafka_producer_per_s: float | None
+    kafka_consumer_per_s: float | None
+    python_passthrough_per_s: float
+    python_passthrough_cpu_us: float
+    pipeline: PipelineFigures
+    ratios: dict[str, float]
+
+    def table(self) -> str:
+        p = self.pipeline
+        rows = [
+            ("Kafka ProducerPerformance", _fmt(self.kafka_producer_per_s, "ev/s")),
+            ("Kafka ConsumerPerformance", _fmt(self.kafka_consumer_per_s, "ev/s")),
+            ("Python passthrough (confluent-kafka)", _fmt(self.python_passthrough_per_s, "ev/s")),
+            ("omnistitch, 1 worker, sustained", _fmt(p.events_per_s, "ev/s")),
+            *[(f"  stage {s}", _fmt(v, "ev/s")) for s, v in p.stage_events_per_s.items()],
+            ("omnistitch / passthrough", f"{self.ratios['pipeline_vs_passthrough']:.1%}"),
+            ("CPU per event (worker)", f"{p.cpu_us_per_event:,.0f} µs"),
+            ("CPU per event (passthrough)", f"{self.python_passthrough_cpu_us:,.0f} µs"),
+            ("peak RSS (worker)", f"{p.peak_rss_mb:,.0f} MB"),
+            ("RocksDB on disk", f"{p.rocksdb_mb:,.1f} MB"),
+            ("recovery from changelogs", f"{p.recovery_s:.1f} s"),
+            *[
+                (f"e2e latency {k} @ {self.config['latency_rate']}/s", f"{v:,.0f} ms")
+                for k, v in p.latency_ms.items()
+                if k.startswith("p")
+            ],
+            ("delivered within the latency window", f"{p.latency_ms['delivered_pct']:.0f}%"),
+        ]
+        width = max(len(r[0]) for r in rows)
+        return "\n".join(f"{name:<{width}}  {value:>16}" for name, value in rows)
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    return "n/a" if value is None else f"{value:,.0f} {unit}"
+
+
+def _say(text: str) -> None:
+    print(f"[bench] {text}", flush=True)
+
+
+# -- baselines ----------------------------------------------------------------------------
+def kafka_perf(bootstrap: str, topic: str, records: int, size: int) -> tuple[float, float]:
+    """Kafka's own producer and consumer perf tools against the same broker (records/s)."""
+    lib = subprocess.run(
+        [str(KAFKA_LAUNCHER), "lib"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    java = ["java", "-Xmx512m", "-cp", f"{lib}/*"]
+    prod = subprocess.run(
+        [
+            *java,
+            "org.apache.kafka.tools.ProducerPerformance",
+            "--topic",
+            topic,
+            "--num-records",
+            str(records),
+            "--record-size",
+            str(size),
+            "--throughput",
+            "-1",
+            "--producer-props",
+            f"bootstrap.servers={bootstrap}",
+            "acks=all",
+            "linger.ms=5",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    produced = float(re.findall(r"([0-9.]+) records/sec", prod)[-1])
+    cons = subprocess.run(
+        [
+            *java,
+            "org.apache.kafka.tools.ConsumerPerformance",
+            "--bootstrap-server",
+            bootstrap,
+            "--topic",
+            topic,
+            "--messages",
+            str(records),
+            "--group",
+            f"bench-{uuid.uuid4().hex[:8]}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    header, values = [line for line in cons.splitlines() if line.strip()][-2:]
+    stats = dict(zip([h.strip() for h in header.split(",")], values.split(","), strict=False))
+    return produced, float(stats["nMsg.sec"])
+
+
+def preload(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 20, "partitioner": "murmur2_random"}
+    )
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    if producer.flush(120) != 0:
+        raise RuntimeError("preload: records left undelivered")
+
+
+def python_passthrough(bootstrap: str, source: str, sink: str, n: int) -> tuple[float, float]:
+    """consume -> produce of the same records in one Python process: (events/s, µs CPU/ev)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-pass-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": True,
+        }
+    )
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    consumer.subscribe([source])
+    seen, started, cpu0 = 0, 0.0, 0.0
+    deadline = time.monotonic() + 600
+    while seen < n and time.monotonic() < deadline:
+        batch = consumer.consume(num_messages=500, timeout=1.0)
+        for msg in batch:
+            if msg.error():
+                continue
+            if seen == 0:
+                started, cpu0 = time.monotonic(), time.process_time()
+            # What any processor does at least: decode the event once, then write it on.
+            RawEvent.model_validate_json(msg.value() or b"")
+            while True:
+                try:
+                    producer.produce(sink, key=msg.key(), value=msg.value())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            seen += 1
+        producer.poll(0)
+    producer.flush(60)
+    elapsed = time.monotonic() - started
+    cpu = time.process_time() - cpu0
+    consumer.close()
+    if seen < n:
+        raise RuntimeError(f"passthrough consumed only {seen} of {n}")
+    return n / elapsed, cpu / n * 1e6
+
+
+# -- the pipeline -------------------------------------------------------------------------
+class _Worker:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "omnistitch", "worker"],
+            env={**os.environ, **env},
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.api = f"http://127.0.0.1:{env['OMNISTITCH_API_PORT']}"
+
+    def stages(self) -> dict[str, float]:
+        """Messages per stage so far, plus ``dead``: records dead-lettered (not resolved)."""
+        try:
+            text = httpx.get(f"{self.api}/metrics", timeout=5).text
+        except httpx.TransportError:
+            return {}
+        counts = {m[0]: float(m[1]) for m in _STAGE.findall(text)}
+        counts["dead"] = sum(float(v) for v in _DEAD.findall(text))
+        return counts
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.api}/readyz", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(60)
+
+
+def _wait(what: str, probe: Callable[[], bool], timeout: float, worker: _Worker) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if worker.proc.poll() is not None:
+            raise RuntimeError(f"worker exited while waiting for {what}; see {worker.log}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}; see {worker.log}")
+        time.sleep(0.2)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _dir_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def measure_latency(
+    bootstrap: str, env: dict[str, str], rate: int, seconds: float, make: Callable[[int], RawEvent]
+) -> dict[str, float]:
+    """Offer ``rate`` events/s for ``seconds``; time each until its context is published."""
+    prefix = env["OMNISTITCH_TOPIC_PREFIX"]
+    sent: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    stop = threading.Event()
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-lat-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "latest",
+        }
+    )
+    consumer.subscribe([prefix + CUSTOMER_CONTEXT])
+
+    def read() -> None:
+        while not stop.is_set():
+            for msg in consumer.consume(num_messages=500, timeout=0.2):
+                if msg.error() or not msg.value():
+                    continue
+                now = time.monotonic()
+                head = json.loads(msg.value() or b"{}")["timeline"][:1]
+                if head and head[0]["event_id"] not in seen:
+                    seen[head[0]["event_id"]] = now
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(3.0)  # let the reader join its group before offering load
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+    total = int(rate * seconds)
+    start = time.monotonic()
+    for i in range(total):
+        due = start + i / rate
+        if (pause := due - time.monotonic()) > 0:
+            time.sleep(pause)
+        event = make(i)
+        key = event.identifiers[0].key.encode()
+        producer.produce(prefix + RAW_EVENTS, key=key, value=event.model_dump_json().encode())
+        sent[event.event_id] = time.monotonic()
+        producer.poll(0)
+    producer.flush(30)
+    deadline = time.monotonic() + 30
+    while len(seen.keys() & sent.keys()) < total and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    reader.join(5)
+    consumer.close()
+    lat = sorted((seen[e] - t) * 1000 for e, t in sent.items() if e in seen)
+    if not lat:
+        raise RuntimeError("no latency samples: nothing reached customer.context")
+
+    def pct(q: float) -> float:
+        return lat[min(len(lat) - 1, int(q * len(lat)))]
+
+    return {
+        "p50": statistics.median(lat),
+        "p95": pct(0.95),
+        "p99": pct(0.99),
+        "delivered_pct": 100.0 * len(lat) / total,
+    }
+
+
+def run_pipeline(cfg: BenchConfig, records: list[tuple[bytes, bytes]]) -> PipelineFigures:
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    state = cfg.workdir / prefix.rstrip(".") / "state"
+    env = {
+        "OMNISTITCH_BOOTSTRAP_SERVERS": cfg.bootstrap,
+        "OMNISTITCH_TOPIC_PREFIX": prefix,
+        "OMNISTITCH_APP_ID": prefix.rstrip(".") + "-app",
+        "OMNISTITCH_STATE_DIR": str(state),
+        "OMNISTITCH_API_PORT": str(_free_port()),
+        "OMNISTITCH_LOG_LEVEL": "WARNING",
+    }
+    ensure_topics(KafkaSettings(bootstrap_servers=cfg.bootstrap, topic_prefix=prefix))
+    _say(f"preloading {len(records):,} events into {prefix}{RAW_EVENTS}")
+    preload(cfg.bootstrap, prefix + RAW_EVENTS, records)
+    log = cfg.workdir / f"{prefix}worker.log"
+    worker = _Worker(env, log)
+    try:
+        _say("worker started; waiting for it to drain the topic")
+        _wait("first events", lambda: worker.stages().get("ingest", 0) > 0, 120, worker)
+        t0, cpu0 = time.monotonic(), worker.cpu_s()
+        n = len(records)
+        done_at: dict[str, float] = {}
+        last_report = t0
+
+        def drained() -> bool:
+            nonlocal last_report
+            stages = worker.stages()
+            now = time.monotonic()
+            # Dead-lettered events leave at ingest; the identity stage resolves the rest.
+            expect = {"ingest": n, "identity": n - stages.get("dead", 0)}
+            for stage, count in expect.items():
+                if stage not in done_at and stages.get(stage, 0) >= count:
+                    done_at[stage] = now
+            if now - last_report > 5:
+                last_report = now
+                _say(f"  {', '.join(f'{k} {v:,.0f}' for k, v in stages.items())} of {n:,}")
+            # The context stage sees each event once plus merge traffic: done once it idles.
+            ctx = stages.get("context", 0)
+            if "identity" in done_at and ctx >= expect["identity"]:
+                time.sleep(1.0)
+                if worker.stages().get("context", 0) == ctx:
+                    done_at["context"] = now
+                    return True
+            return False
+
+        _wait("the pipeline to drain", drained, cfg.timeout_s, worker)
+        seconds = done_at["context"] - t0
+        cpu = worker.cpu_s() - cpu0
+        figures = PipelineFigures(
+            events=n,
+            seconds=seconds,
+            events_per_s=n / seconds,
+            stage_events_per_s={s: n / (t - t0) for s, t in done_at.items()},
+            cpu_us_per_event=cpu / n * 1e6,
+            peak_rss_mb=worker.peak_rss_mb(),
+            rocksdb_mb=_dir_mb(state),
+            recovery_s=0.0,
+        )
+        worker.stop()
+        _say("recovery: wiping local state, restarting, timing until ready")
+        shutil.rmtree(state)
+        started = time.monotonic()
+        worker = _Worker(env, log)
+        _wait("recovery", worker.ready, cfg.timeout_s, worker)
+        figures.recovery_s = time.monotonic() - started
+        _say(f"latency: offering {cfg.latency_rate}/s for {cfg.latency_seconds:.0f}s")
+        base = [RawEvent.model_validate_json(v) for _, v in records[: min(len(records), 5000)]]
+
+        def make(i: int) -> RawEvent:
+            proto = base[i % len(base)]
+            now = datetime.now(UTC)
+            return proto.model_copy(
+                update={"event_id": f"lat-{i}-{proto.event_id}", "received_at": now}
+            )
+
+        figures.latency_ms = measure_latency(
+            cfg.bootstrap, env, cfg.latency_rate, cfg.latency_seconds, make
+        )
+        return figures
+    finally:
+        worker.stop()
+
+
+def run_bench(cfg: BenchConfig) -> BenchReport:
+    """Run the baselines and the pipeline on the same broker, one after the other."""
+    if not cfg.bootstrap:
+        started = subprocess.run(
+            [str(KAFKA_LAUNCHER), "start"], capture_output=True, text=True, check=True
+        )
+        cfg.bootstrap = started.stdout.strip().splitlines()[-1]
+    cfg.workdir.mkdir(parents=True, exist_ok=True)
+    _say(f"generating {cfg.events:,} events for {cfg.customers:,} people (seed {cfg.seed})")
+    dataset = generate(cfg.customers, cfg.events, cfg.seed)
+    now = datetime.now(UTC)
+    records = []
+    for e in dataset.events:
+        raw = RawEvent(
+            event_id=e.event_id,
+            channel=e.channel,
+            source="bench",
+            kind=e.kind,
+            occurred_at=e.occurred_at,
+            received_at=now,
+            identifiers=e.identifiers,
+        )
+        records.append((e.identifiers[0].key.encode(), raw.model_dump_json().encode()))
+    size = int(statistics.mean(len(v) for _, v in records))
+    scratch = f"bench{uuid.uuid4().hex[:6]}."
+    settings = KafkaSettings(bootstrap_servers=cfg.bootstrap, topic_prefix=scratch)
+    ensure_topics(settings, extra=[TopicSpec(scratch + "sink", settings.raw_partitions)])
+    producer_rate = consumer_rate = None
+    if cfg.java_baseline:
+        _say(f"baseline 1: Kafka producer/consumer perf tools, {len(records):,} x {size} B")
+        # The JVM needs volume to reach steady state: never fewer than 200k records.
+        producer_rate, consumer_rate = kafka_perf(
+            cfg.bootstrap, scratch + "sink", max(len(records), 200_000), size
+        )
+    _say("baseline 2: Python confluent-kafka passthrough")
+    preload(cfg.bootstrap, scratch + RAW_EVENTS, records)
+    pass_rate, pass_cpu = python_passthrough(
+        cfg.bootstrap, scratch + RAW_EVENTS, scratch + "sink", len(records)
+    )
+    _say("omnistitch: one worker")
+    figures = run_pipeline(cfg, records)
+    return BenchReport(
+        machine={"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        config={k: str(v) for k, v in asdict(cfg).items()},
+        kafka_producer_per_s=producer_rate,
+        kafka_consumer_per_s=consumer_rate,
+        python_passthrough_per_s=pass_rate,
+        python_passthrough_cpu_us=pass_cpu,
+        pipeline=figures,
+        ratios={"pipeline_vs_passthrough": figures.events_per_s / pass_rate},
+    )
+
+
+def to_json(report: BenchReport) -> str:
+    return json.dumps(asdict(report), indent=2, default=str)
