@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -122,6 +123,133 @@ def demo(
     from omnistitch.demo import run_demo
 
     raise typer.Exit(run_demo(keep_running=keep_running))
+
+
+connector_cli = typer.Typer(help="Channel connectors, each its own process (connectors/README.md).")
+cli.add_typer(connector_cli, name="connector")
+
+
+@connector_cli.command("list")
+def connector_list() -> None:
+    """List the installed connectors (entry points in group omnistitch.connectors)."""
+    from connectors.base import available
+
+    for name, entry in sorted(available().items()):
+        summary = getattr(entry.load(), "summary", "")
+        typer.echo(f"{name}\t{entry.value}\t{summary}")
+
+
+@connector_cli.command("run")
+def connector_run(
+    name: Annotated[str, typer.Argument(help="A connector name, see: omnistitch connector list.")],
+    env_file: Annotated[
+        Path | None, typer.Option(help="Read settings from this file instead of .env.")
+    ] = None,
+) -> None:
+    """Run one connector until SIGINT/SIGTERM; exit 2 on a bad or missing setting."""
+    from connectors.base import UnknownConnector
+    from connectors.runner import prepare, run
+
+    try:
+        prepared = prepare(name, env_file)
+    except (SettingsError, UnknownConnector) as exc:
+        typer.echo(f"omnistitch: {exc}", err=True)
+        raise typer.Exit(2) from None
+    run(prepared)
+
+
+@cli.command()
+def quality(
+    customers: Annotated[int, typer.Option(help="People to generate.")] = 20_000,
+    events: Annotated[int, typer.Option(help="Events to generate.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same dataset.")] = 7,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the report as JSON to this file.")
+    ] = None,
+    rules_path: Annotated[
+        Path | None, typer.Option("--rules", help="A rules TOML file (default: built-in rules).")
+    ] = None,
+) -> None:
+    """Score the identity rules on generated, labelled journeys: rails on versus off."""
+    from omnistitch.quality import benchmark
+    from pipeline.rules import RulesError, load_rules
+
+    try:
+        report = benchmark(customers, events, seed, load_rules(rules_path))
+    except (RulesError, ValueError) as exc:
+        typer.echo(f"omnistitch: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(report.table())
+    if json_path is not None:
+        json_path.write_text(report.to_json() + "\n")
+        typer.echo(f"wrote {json_path}")
+
+
+@cli.command("lag-exporter")
+def lag_exporter() -> None:
+    """Serve consumer lag read from the broker: /metrics, /healthz, /readyz (deploy/README.md)."""
+    from omnistitch.lag_exporter import run
+    from omnistitch.settings import LagExporterSettings
+
+    try:
+        settings = load(LagExporterSettings)
+    except SettingsError as exc:
+        typer.echo(f"omnistitch: {exc}", err=True)
+        raise typer.Exit(2) from None
+    run(settings)
+
+
+dlq_cli = typer.Typer(help="The dead-letter topic raw.events.dlq (deploy/RUNBOOK.md).")
+cli.add_typer(dlq_cli, name="dlq")
+
+
+@dlq_cli.command("replay")
+def dlq_replay(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List, publish nothing.")] = False,
+    reason: Annotated[
+        list[str] | None, typer.Option("--reason", help="Only this reason (repeatable).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most N records.")] = None,
+) -> None:
+    """Republish dead letters' original records to raw.events; one JSON line per record."""
+    from omnistitch.dlq_replay import ReplayError, replay
+    from omnistitch.settings import KafkaSettings
+
+    try:
+        settings = load(KafkaSettings)
+        replay(settings, reasons=reason or (), limit=limit, dry_run=dry_run, emit=typer.echo)
+    except (SettingsError, ReplayError) as exc:
+        typer.echo(f"omnistitch: {exc}", err=True)
+        raise typer.Exit(2 if isinstance(exc, SettingsError) else 1) from None
+
+
+@cli.command()
+def bench(
+    events: Annotated[int, typer.Option(help="Events to generate.")] = 50_000,
+    customers: Annotated[int, typer.Option(help="People to generate.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 7,
+    latency_rate: Annotated[int, typer.Option(help="Offered load for latency, ev/s.")] = 2_000,
+    latency_seconds: Annotated[float, typer.Option(help="Latency phase length.")] = 20.0,
+    java_baseline: Annotated[bool, typer.Option(help="Run Kafka's perf tools too.")] = True,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+) -> None:
+    """Benchmark one worker against Kafka's and a Python passthrough's ceilings, same run."""
+    from omnistitch.bench import BenchConfig, run_bench, to_json
+
+    cfg = BenchConfig(
+        events=events,
+        customers=customers,
+        seed=seed,
+        latency_rate=latency_rate,
+        latency_seconds=latency_seconds,
+        java_baseline=java_baseline,
+        bootstrap=os.environ.get("OMNISTITCH_BOOTSTRAP_SERVERS", ""),
+    )
+    report = run_bench(cfg)
+    typer.echo(report.table())
+    if json_out is not None:
+        json_out.write_text(to_json(report))
+        typer.echo(f"wrote {json_out}")
 
 
 def main() -> None:

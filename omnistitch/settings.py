@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
@@ -34,6 +34,18 @@ class KafkaSettings(BaseSettings):
     )
     raw_partitions: int = Field(default=8, ge=1, le=1024, description="Partitions of raw topics.")
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    # Secured clusters (see deploy/README.md): mapped to every client by omnistitch.kafka_client.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism when the protocol is SASL_*."
+    )
+    sasl_username: str | None = Field(default=None, description="SASL username.")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password (secret).")
+    ssl_ca_location: Path | None = Field(
+        default=None, description="CA bundle (PEM) for SSL/SASL_SSL; the system store when unset."
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -49,6 +61,24 @@ class KafkaSettings(BaseSettings):
         if not _TOPIC_PREFIX.match(value):
             raise ValueError("expected lower-case letters, digits, '.', '_' or '-', ending in '.'")
         return value
+
+    @field_validator("ssl_ca_location")
+    @classmethod
+    def _ca_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_") and not (
+            self.sasl_username and self.sasl_password and self.sasl_password.get_secret_value()
+        ):
+            raise ValueError(
+                "OMNISTITCH_SASL_USERNAME and OMNISTITCH_SASL_PASSWORD are required "
+                f"with OMNISTITCH_SECURITY_PROTOCOL={self.security_protocol}"
+            )
+        return self
 
     def topic(self, name: str) -> str:
         """The full name of one of omnistitch's topics, e.g. ``topic('raw.events')``."""
@@ -76,6 +106,12 @@ class WorkerSettings(KafkaSettings):
     )
     rules_file: Path | None = Field(
         default=None, description="Identity rules (TOML); the built-in defaults when unset."
+    )
+    standby_replicas: int = Field(
+        default=1, ge=0, le=8, description="Standby copies of each table partition (faust)."
+    )
+    lag_interval_s: float = Field(
+        default=10.0, ge=0.2, le=600, description="How often the worker reads its group's lag."
     )
 
     @field_validator("rules_file")
@@ -117,16 +153,58 @@ class CollectorSettings(KafkaSettings):
         return value
 
 
+class LagExporterSettings(KafkaSettings):
+    """``omnistitch lag-exporter``: consumer lag read from the broker, for Prometheus."""
+
+    app_id: str = Field(
+        default="omnistitch",
+        pattern=r"^[a-z0-9][a-z0-9._-]*$",
+        description="The workers' app id: the default group and its pipeline topics.",
+    )
+    lag_groups: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated consumer groups to watch (default: the app id).",
+    )
+    lag_interval_s: float = Field(
+        default=10.0, ge=0.2, le=600, description="Seconds between two reads of the offsets."
+    )
+    lag_sample_partitions: int = Field(
+        default=64,
+        ge=0,
+        le=10_000,
+        description="Most lagging partitions whose oldest record is fetched for lag seconds.",
+    )
+    lag_exporter_host: str = Field(default="127.0.0.1", description="Exporter bind address.")
+    lag_exporter_port: int = Field(default=9309, ge=1, le=65535, description="Exporter port.")
+
+    @field_validator("lag_groups", mode="before")
+    @classmethod
+    def _split_groups(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [g.strip() for g in value.split(",") if g.strip()]
+        return value
+
+    @property
+    def groups(self) -> list[str]:
+        """The groups to watch: ``lag_groups``, or the app id's group."""
+        return self.lag_groups or [self.app_id]
+
+
 _S = TypeVar("_S", bound=BaseSettings)
 
 
-def load(cls: type[_S]) -> _S:
-    """Build settings from the environment, turning validation errors into one clear message."""
+def load(cls: type[_S], env_file: Path | None = None) -> _S:
+    """Build settings from the environment, turning validation errors into one clear message.
+
+    ``env_file`` replaces the default ``.env``; variables in the environment still win.
+    Messages name the variable with the class's own prefix (e.g. ``OMNISTITCH_TWILIO_``).
+    """
+    prefix = str(cls.model_config.get("env_prefix") or "OMNISTITCH_")
     try:
-        return cls()
+        return cls() if env_file is None else cls(_env_file=env_file)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "?"
-            lines.append(f"  OMNISTITCH_{field.upper()}: {err['msg']}")
+            lines.append(f"  {prefix}{field.upper()}: {err['msg']}")
         raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from exc

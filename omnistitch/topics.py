@@ -15,6 +15,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from omnistitch.kafka_client import client_config
 from omnistitch.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,20 @@ def public_topics(settings: KafkaSettings) -> list[TopicSpec]:
     ]
 
 
+def internal_topic(settings: KafkaSettings, app_id: str, name: str) -> str:
+    """A worker-internal topic (``<prefix><app id>-<name>``), as the faust app names it."""
+    return f"{settings.topic_prefix}{app_id}-{name}"
+
+
+def pipeline_input_topics(settings: KafkaSettings, app_id: str) -> list[str]:
+    """The topics the workers' consumer group reads and commits: its stages' inputs."""
+    return [
+        settings.topic(RAW_EVENTS),
+        internal_topic(settings, app_id, "identity-requests"),
+        internal_topic(settings, app_id, "customer-ops"),
+    ]
+
+
 def ensure_topics(
     settings: KafkaSettings, extra: list[TopicSpec] | None = None, timeout_s: float = 30.0
 ) -> None:
@@ -57,7 +72,7 @@ def ensure_topics(
     Raises if the broker refuses or is unreachable. ``extra`` adds topics of a process's
     own, e.g. a worker's internal topics, which must exist before its consumer subscribes.
     """
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin = AdminClient(client_config(settings))
     wanted = [*public_topics(settings), *(extra or [])]
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     missing = [t for t in wanted if t.name not in existing]

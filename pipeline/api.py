@@ -12,8 +12,8 @@ The identity tables all live on the tenant's partition; contexts on the customer
 * ``POST /v1/customers/{id}/split`` ``{"link_id": ...}``: remove a link (202).
 * ``DELETE /v1/customers/{id}``: erase the person (202).
 * ``GET /v1/identity/quarantine``: hub identifiers that no longer merge.
-* ``GET /healthz`` (alive), ``GET /readyz`` (partitions assigned, tables recovered),
-  ``GET /metrics`` (Prometheus).
+* ``GET /healthz`` (alive), ``GET /readyz`` (partitions assigned, tables recovered, broker
+  reachable), ``GET /metrics`` (Prometheus).
 
 Errors are JSON: ``{"error": ..., "message": ...}`` with 400, 404 or 503.
 """
@@ -44,8 +44,12 @@ def _error(view: View, status: int, error: str, message: str, **extra: str) -> R
     return view.json({"error": error, "message": message, **extra}, status=status)
 
 
-def register_api(p: Pipeline) -> None:
-    """Attach the API's views to the pipeline's faust app."""
+def register_api(p: Pipeline, broker_ok: Callable[[], bool] | None = None) -> None:
+    """Attach the API's views to the pipeline's faust app.
+
+    ``broker_ok`` (the lag monitor's health: it reads offsets from the broker) is part of
+    ``/readyz``; the query views only need the tables.
+    """
     app = p.app
     tenant = p.settings.tenant
     identity_table = cast(CollectionT, p.identity_tables.nodes)
@@ -214,7 +218,12 @@ def register_api(p: Pipeline) -> None:
     @app.page("/readyz")
     class Ready(View):
         async def get(self, request: Request) -> Response:
-            return not_ready(self) or self.json({"status": "ready"})
+            if (busy := not_ready(self)) is not None:
+                return busy
+            if broker_ok is not None and not broker_ok():
+                body = {"error": "not_ready", "message": "the Kafka broker does not answer"}
+                return self.json(body, status=503, headers={"Retry-After": "5"})
+            return self.json({"status": "ready"})
 
     @app.page("/metrics")
     class Metrics(View):

@@ -28,6 +28,7 @@ import faust
 from faust.tables.manager import TableManager
 from pydantic import ValidationError
 
+from omnistitch.kafka_client import faust_credentials
 from omnistitch.settings import WorkerSettings
 from omnistitch.topics import (
     CUSTOMER_CONTEXT,
@@ -40,7 +41,13 @@ from omnistitch.topics import (
 from pipeline import context as ctxlogic
 from pipeline import metrics as m
 from pipeline.dead_letter import dead_letter
-from pipeline.identity import IdentityEngine, IdentityError, IdentityTables, Observation
+from pipeline.identity import (
+    IdentityEngine,
+    IdentityError,
+    IdentityTables,
+    Observation,
+    SplitDecision,
+)
 from pipeline.normalize import normalise
 from pipeline.ops import (
     CUSTOMER_OP,
@@ -119,6 +126,8 @@ class Pipeline:
             table_cleanup_interval=3600.0,
             broker_commit_every=500,
             broker_commit_interval=1.0,
+            table_standby_replicas=s.standby_replicas,
+            broker_credentials=faust_credentials(s),
         )
 
         def topic(name: str, **kw: Any) -> faust.TopicT:
@@ -196,6 +205,7 @@ class Pipeline:
             except ValidationError as exc:
                 await dead_letter(self.dlq_topic, "invalid_event", str(exc), key, value)
                 continue
+            m.event_in(item.message.topic, event)
             result = normalise(event.identifiers, self.rules)
             if not result.identifiers:
                 reasons = "; ".join(str(r) for r in result.rejected) or "no identifiers"
@@ -247,6 +257,18 @@ class Pipeline:
         for rejected in decision.rejected:
             m.REJECTED_LINKS.labels(rejected.reason).inc()
         m.QUARANTINES.inc(len(decision.quarantined))
+        for undone in decision.splits:
+            log.info(
+                "quarantine of a hub un-merged %s into %s", undone.old_root, list(undone.pieces)
+            )
+            undo = Split(
+                customer_id=undone.old_root,
+                reason="quarantine",
+                id_map=undone.id_map,
+                customers=sorted(undone.pieces),
+                requested_at=event.occurred_at,
+            )
+            await self._publish_split(undone, undo)
         if decision.customer_id is None:
             if decision.suppressed < len(event.identifiers):
                 await dead_letter(
@@ -260,7 +282,13 @@ class Pipeline:
         m.CUSTOMERS_CREATED.inc(decision.created)
         m.MERGES.inc(len(decision.merges))
         for merge in decision.merges:
-            log.info("merge %s into %s (event %s)", merge.from_id, merge.into_id, event.event_id)
+            log.info(
+                "merge %s into %s (event %s)",
+                merge.from_id,
+                merge.into_id,
+                event.event_id,
+                extra={"event_id": event.event_id, "customer_id": merge.into_id},
+            )
             record = Merge(
                 from_id=merge.from_id,
                 into_id=merge.into_id,
@@ -281,8 +309,18 @@ class Pipeline:
             m.FAILED_REQUESTS.labels("split").inc()
             log.warning("split request %s refused: %s", request.request_id, exc)
             return
-        m.SPLITS.inc()
         log.info("split %s at link %s into %s", split.old_root, request.link_id, list(split.pieces))
+        record = Split(
+            customer_id=split.old_root,
+            link_id=request.link_id,
+            id_map=split.id_map,
+            customers=sorted(split.pieces),
+            requested_at=request.requested_at,
+        )
+        await self._publish_split(split, record)
+
+    async def _publish_split(self, split: SplitDecision, record: Split) -> None:
+        m.SPLITS.labels(record.reason).inc()
         # First make every piece a customer again and re-point the merged-away ids, so
         # events resolved from now on land on the right customer; then divide the context.
         for member, now in split.id_map.items():
@@ -292,13 +330,6 @@ class Pipeline:
                 await self._send_op(RedirectOp(customer_id=member, into_id=now))
         await self._send_op(
             SplitOp(customer_id=split.old_root, pieces=split.pieces, id_map=split.id_map)
-        )
-        record = Split(
-            customer_id=split.old_root,
-            link_id=request.link_id,
-            id_map=split.id_map,
-            customers=sorted(split.pieces),
-            requested_at=request.requested_at,
         )
         await self.splits_topic.send(key=split.old_root, value=record.model_dump_json().encode())
 
@@ -347,6 +378,7 @@ class Pipeline:
         current = self._load(cid)
         updated = ctxlogic.apply_event(current, cid, op.event, op.event.identifiers, limit)
         await self._store(cid, updated or current)
+        m.event_out(self.context_topic.get_topic_name(), op.event)  # the view is published
 
     async def _on_merge(self, op: MergeOp) -> None:
         cid = op.customer_id

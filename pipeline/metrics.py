@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from datetime import UTC, datetime
+
+from prometheus_client import Counter, Histogram
+
+from schemas.events import RawEvent
 
 STAGE_EVENTS = Counter(
     "omnistitch_stage_messages_total", "Messages a pipeline stage processed.", ["stage"]
@@ -14,7 +18,11 @@ CUSTOMERS_CREATED = Counter(
     "omnistitch_identity_customers_created_total", "New customers minted by the identity stage."
 )
 MERGES = Counter("omnistitch_identity_merges_total", "Customers merged into an older customer.")
-SPLITS = Counter("omnistitch_identity_splits_total", "Operator splits carried out.")
+SPLITS = Counter(
+    "omnistitch_identity_splits_total",
+    "Customers split: by an operator, or un-merged by quarantining a hub.",
+    ["reason"],
+)
 ERASURES = Counter("omnistitch_identity_erasures_total", "Customers erased on request.")
 REJECTED_LINKS = Counter(
     "omnistitch_identity_rejected_links_total",
@@ -31,3 +39,33 @@ FAILED_REQUESTS = Counter(
     "Operator requests that named no such customer or link.",
     ["op"],
 )
+
+EVENTS_IN = Counter(
+    "omnistitch_events_in_total",
+    "Raw events the ingest stage decoded, by channel and source topic.",
+    ["channel", "topic"],
+)
+EVENTS_OUT = Counter(
+    "omnistitch_events_out_total",
+    "Events published in a customer view, by channel and view topic.",
+    ["channel", "topic"],
+)
+END_TO_END_SECONDS = Histogram(
+    "omnistitch_end_to_end_latency_seconds",
+    "From the connector's receipt of an event (received_at) to its customer view published.",
+    ["channel"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600),
+)
+
+
+def event_in(topic: str, event: RawEvent) -> None:
+    """Count a decoded raw event."""
+    EVENTS_IN.labels(event.channel.value, topic).inc()
+
+
+def event_out(topic: str, event: RawEvent, now: datetime | None = None) -> None:
+    """Count an event whose customer view was published, and observe its end-to-end latency
+    (a connector clock ahead of the worker's counts as 0)."""
+    EVENTS_OUT.labels(event.channel.value, topic).inc()
+    elapsed = ((now or datetime.now(UTC)) - event.received_at).total_seconds()
+    END_TO_END_SECONDS.labels(event.channel.value).observe(max(0.0, elapsed))

@@ -2,26 +2,49 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import faust
 
+from omnistitch.logs import logging_config
 from omnistitch.settings import WorkerSettings
 from omnistitch.topics import ensure_topics
 from pipeline.api import register_api
 from pipeline.app import Pipeline
+from pipeline.instrumentation import instrument, own_lag_monitor
 from pipeline.rules import Rules
 
 
-def build(settings: WorkerSettings, rules: Rules | None = None) -> Pipeline:
+def build(
+    settings: WorkerSettings,
+    rules: Rules | None = None,
+    broker_ok: Callable[[], bool] | None = None,
+) -> Pipeline:
     """The pipeline with its API attached, ready to run (``rules``: from settings if None)."""
     pipeline = Pipeline(settings, rules)
-    register_api(pipeline)
+    register_api(pipeline, broker_ok)
     return pipeline
 
 
 def run(settings: WorkerSettings, rules: Rules) -> None:
-    """Create the topics if missing, then run the worker until it is stopped."""
+    """Create the topics if missing, then run the worker until it is stopped.
+
+    Logs are JSON lines (omnistitch.logs); the worker's own group's lag is read from the
+    broker on a thread of its own and served at ``/metrics`` with the stage counters.
+    """
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    pipeline = build(settings, rules)
+    monitor = own_lag_monitor(settings)
+    pipeline = build(settings, rules, broker_ok=monitor.healthy)
+    instrument(pipeline, monitor)
     ensure_topics(settings, extra=pipeline.internal_topics())
-    worker = faust.Worker(pipeline.app, loglevel=settings.log_level)
-    worker.execute_from_commandline()
+    monitor.start()
+    worker = faust.Worker(
+        pipeline.app,
+        loglevel=settings.log_level,
+        logging_config=logging_config(settings.log_level),
+        quiet=True,  # no banner on stdout: every line of output is a JSON log record
+    )
+    try:
+        worker.execute_from_commandline()
+    finally:
+        monitor.stop()
