@@ -48,14 +48,21 @@ def run(prepared: Prepared) -> None:
         connector.settings.ack_timeout_s,
         extra_config=client_config(kafka),
     )
-    # uvicorn re-raises a SIGTERM it handled once it has shut down; exit cleanly then, so
-    # the producer below is flushed and closed instead of the process dying by the signal.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    exit_cleanly_on_sigterm()
     log.info("connector %s starting", connector.name)
     try:
         asyncio.run(connector.serve(kafka.topic(RAW_EVENTS), publisher))
     finally:
         publisher.close()
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit(0)``, so ``finally`` blocks (closing the producer) run.
+
+    uvicorn re-raises a SIGTERM it handled once it has shut down; without this the process
+    would die by the signal and skip flushing what is still in flight.
+    """
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:

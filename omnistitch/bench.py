@@ -55,6 +55,7 @@ class BenchConfig:
     bootstrap: str = ""
     workdir: Path = Path("var/bench")
     java_baseline: bool = True
+    kafka_records: int = 200_000  # the JVM tools need volume to reach steady state
     timeout_s: float = 1_800.0
 
 
@@ -424,8 +425,13 @@ def run_pipeline(cfg: BenchConfig, records: list[tuple[bytes, bytes]]) -> Pipeli
         def make(i: int) -> RawEvent:
             proto = base[i % len(base)]
             now = datetime.now(UTC)
+            # Happening now, so it is the newest entry of its customer's timeline.
             return proto.model_copy(
-                update={"event_id": f"lat-{i}-{proto.event_id}", "received_at": now}
+                update={
+                    "event_id": f"lat-{i}-{proto.event_id}",
+                    "occurred_at": now,
+                    "received_at": now,
+                }
             )
 
         figures.latency_ms = measure_latency(
@@ -466,9 +472,8 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
     producer_rate = consumer_rate = None
     if cfg.java_baseline:
         _say(f"baseline 1: Kafka producer/consumer perf tools, {len(records):,} x {size} B")
-        # The JVM needs volume to reach steady state: never fewer than 200k records.
         producer_rate, consumer_rate = kafka_perf(
-            cfg.bootstrap, scratch + "sink", max(len(records), 200_000), size
+            cfg.bootstrap, scratch + "sink", max(len(records), cfg.kafka_records), size
         )
     _say("baseline 2: Python confluent-kafka passthrough")
     preload(cfg.bootstrap, scratch + RAW_EVENTS, records)

@@ -277,6 +277,7 @@ class Pipeline:
                     "every usable identifier is a quarantined hub",
                     event.event_id.encode(),
                     raw,
+                    stage="identity",
                 )
             return  # an erased person's event: dropped, never re-stored
         m.CUSTOMERS_CREATED.inc(decision.created)

@@ -32,6 +32,7 @@ from connectors.http import BodyTooLarge as _TooLarge
 from connectors.http import add_operational_routes
 from connectors.http import read_body as _read_body
 from connectors.publisher import KafkaPublisher, Publisher, PublishUnavailable
+from connectors.runner import exit_cleanly_on_sigterm
 from connectors.tracking.segment import (
     MESSAGE_TYPES,
     FieldError,
@@ -196,6 +197,7 @@ def run(settings: CollectorSettings) -> None:
     publisher = KafkaPublisher(
         settings.bootstrap_servers, settings.ack_timeout_s, extra_config=client_config(settings)
     )
+    exit_cleanly_on_sigterm()
     try:
         uvicorn.run(
             create_app(settings, publisher),
