@@ -39,7 +39,7 @@ ENV PATH=/opt/omnistitch/bin:$PATH \
     OMNISTITCH_STATE_DIR=/var/lib/omnistitch
 WORKDIR /var/lib/omnistitch
 USER 10001:10001
-# worker API, collector, lag exporter
-EXPOSE 6066 8088 9309
+# worker API, collector, lag exporter; connectors: twilio, webchat, meta, cti, email (SMTP, HTTP)
+EXPOSE 6066 8088 9309 8091 8092 8093 8094 8025 8095
 ENTRYPOINT ["omnistitch"]
 CMD ["--help"]
