@@ -104,6 +104,12 @@ class WorkerSettings(KafkaSettings):
     timeline_limit: int = Field(
         default=200, ge=1, le=100_000, description="Timeline entries kept per customer."
     )
+    context_cache_size: int = Field(
+        default=2_000,
+        ge=1,
+        le=1_000_000,
+        description="Parsed customer contexts kept in memory per worker (an LRU).",
+    )
     rules_file: Path | None = Field(
         default=None, description="Identity rules (TOML); the built-in defaults when unset."
     )
