@@ -23,7 +23,7 @@ from omnistitch.settings import CollectorSettings
 from omnistitch.topics import RAW_EVENTS, ensure_topics
 from schemas.events import RawEvent
 from tests.conftest import LAUNCHER
-from tests.integration.test_collector_kafka import serve
+from tests.connector_support import serve
 
 KEY = "wk_outage"
 

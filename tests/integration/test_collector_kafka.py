@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import NamedTuple
 
 import httpx
 import pytest
-import uvicorn
 from confluent_kafka import Consumer
-from fastapi import FastAPI
 from segment.analytics.client import Client as SegmentClient
 
 from connectors.publisher import KafkaPublisher
@@ -22,7 +18,7 @@ from connectors.tracking.app import create_app
 from omnistitch.settings import CollectorSettings
 from omnistitch.topics import RAW_EVENTS, ensure_topics
 from schemas.events import RawEvent
-from tests.conftest import free_port
+from tests.connector_support import serve
 
 pytestmark = pytest.mark.kafka
 
@@ -48,26 +44,6 @@ def publisher(settings: CollectorSettings) -> Iterator[KafkaPublisher]:
     publisher = KafkaPublisher(settings.bootstrap_servers, settings.ack_timeout_s)
     yield publisher
     publisher.close()
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` with uvicorn on a free port in a background thread; yield its base URL."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="collector", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped while starting"
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 class Record(NamedTuple):

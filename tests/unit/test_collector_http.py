@@ -16,15 +16,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.publisher import InMemoryPublisher
 from connectors.tracking.app import create_app
 from omnistitch.settings import CollectorSettings
-from schemas.events import RawEvent
+from tests.connector_support import AsgiClient as Client
+from tests.connector_support import metric, published
 
 KEY = "wk_live_1"
-TOPIC = "test.raw.events"
 
 
 def basic(username: str, password: str = "") -> dict[str, str]:
@@ -33,27 +32,6 @@ def basic(username: str, password: str = "") -> dict[str, str]:
 
 
 AUTH = basic(KEY)
-
-
-class Client:
-    """A synchronous facade over ``httpx.AsyncClient`` + ``ASGITransport`` for one app."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-
-    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        async def send() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://collector") as c:
-                return await c.request(method, url, **kwargs)
-
-        return asyncio.run(send())
-
-    def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self.request("GET", url, **kwargs)
-
-    def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self.request("POST", url, **kwargs)
 
 
 def make_settings() -> CollectorSettings:
@@ -70,20 +48,6 @@ def publisher() -> InMemoryPublisher:
 @pytest.fixture
 def client(publisher: InMemoryPublisher) -> Client:
     return Client(create_app(make_settings(), publisher))
-
-
-def metric(client: Client, name: str, **labels: str) -> float:
-    response = client.get("/metrics")
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    raise AssertionError(f"no sample {name}{labels}")
-
-
-def published(publisher: InMemoryPublisher) -> list[tuple[str, RawEvent]]:
-    assert {topic for topic, _, _ in publisher.records} <= {TOPIC}
-    return [(key, RawEvent.model_validate_json(value)) for _, key, value in publisher.records]
 
 
 def test_track_is_published_then_acknowledged(client: Client, publisher: InMemoryPublisher) -> None:
