@@ -28,7 +28,6 @@ from typing import Any, cast
 import aiohttp
 import faust
 from aiohttp import web
-from faust.exceptions import SameNode
 from faust.transport.drivers.aiokafka import Producer as AIOKafkaDriverProducer
 from faust.types import CollectionT
 from faust.web import Request, Response, View
@@ -74,10 +73,10 @@ def register_api(p: Pipeline, broker_ok: Callable[[], bool] | None = None) -> No
         if (busy := not_ready(view)) is not None:
             return busy
         await _know_partitions(app, table.changelog_topic.get_topic_name())
-        try:
-            return await app.router.route_req(table.name, key, view.web, request)
-        except SameNode:
+        dest = URL(str(app.router.key_store(table.name, key)))
+        if _same_node(dest, URL(str(app.conf.canonical_url))):
             return await local()
+        return await _forward(view, request, dest)
 
     async def fetch_context(root: str) -> dict[str, Any] | None:
         """A root customer's context, from this worker or the one that owns its partition."""
@@ -141,7 +140,7 @@ def register_api(p: Pipeline, broker_ok: Callable[[], bool] | None = None) -> No
     class CustomerSplit(View):
         async def post(self, request: Request, customer_id: str) -> Response:
             try:
-                body = json.loads(await self.read_request_content(request) or b"{}")
+                body = json.loads(await cast(web.Request, request).read() or b"{}")
                 link_id = body["link_id"]
                 if not isinstance(link_id, str) or not link_id:
                     raise TypeError
@@ -236,6 +235,29 @@ def register_api(p: Pipeline, broker_ok: Callable[[], bool] | None = None) -> No
 
 def _fresh(p: Pipeline) -> dict[str, Any]:
     return p.identity_position.model_dump(mode="json")
+
+
+async def _forward(view: View, request: Request, dest: URL) -> Response:
+    """Proxy a request, body included, to the worker at ``dest``; relay its answer.
+
+    faust's own router forwards the method and headers but not the body, so a POST
+    routed to another worker would hang waiting for it.
+    """
+    rel = cast(web.Request, request).rel_url
+    body = await cast(web.Request, request).read()  # aiohttp caches it: safe to read twice
+    headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            request.method,
+            str(dest.with_path(rel.path).with_query(rel.query)),
+            data=body,
+            headers=headers,
+        ) as resp,
+    ):
+        payload = await resp.read()
+        relay = {"Content-Type": resp.headers.get("Content-Type", "application/json")}
+        return cast(Response, web.Response(body=payload, status=resp.status, headers=relay))
 
 
 async def _know_partitions(app: faust.App, topic: str) -> None:

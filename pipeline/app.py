@@ -80,6 +80,12 @@ ERASED = "!erased"
 Stage = Callable[[faust.StreamT[bytes]], Awaitable[None]]
 
 
+def _order(offset: int, step: int) -> int:
+    """A total order of identity decisions: the identity log offset, then merges before
+    the split that the same request may cause."""
+    return offset * 2 + step
+
+
 def _fail_fast(stage: str, fun: Stage) -> Stage:
     """Wrap a stage so that an unexpected error ends the process at once.
 
@@ -101,6 +107,19 @@ def _fail_fast(stage: str, fun: Stage) -> Stage:
 
     guarded.__name__ = guarded.__qualname__ = stage
     return guarded
+
+
+class RawKeyTable(faust.Table):  # type: ignore[type-arg]
+    """A table whose ``str`` keys are serialised raw (UTF-8), not as JSON.
+
+    faust hashes a table key's *serialised* bytes to find the partition (and the worker)
+    that holds it. Our topics carry raw keys, so the tables must too: with JSON keys,
+    ``"default"`` and ``default`` hash to different partitions and every routed query
+    would go to a worker that does not hold the data.
+    """
+
+    def _serializer_from_type(self, typ: Any) -> Any:
+        return "raw" if typ is str else super()._serializer_from_type(typ)
 
 
 class Pipeline:
@@ -125,6 +144,7 @@ class Pipeline:
             web_in_thread=False,
             consumer_auto_offset_reset="earliest",
             table_cleanup_interval=3600.0,
+            Table=RawKeyTable,
             broker_commit_every=500,
             broker_commit_interval=1.0,
             table_standby_replicas=s.standby_replicas,
@@ -161,6 +181,9 @@ class Pipeline:
         # Context tables: written only by the context stage, keyed by customer id.
         self.contexts = table("customer-contexts", bytes)
         self.redirects = table("customer-redirects", str)
+        # The last split of each customer, so that a merge decided before it but absorbed
+        # after it (the two travel different partitions) is divided the same way.
+        self.last_splits = table("customer-splits", bytes)
         # Parsed contexts of recently active customers: parsing a context costs ~O(timeline)
         # (≈0.8 ms at 200 entries), far more than the event that changes it. Written through
         # on every change, so the table always has what the cache has; forgotten whenever
@@ -183,7 +206,8 @@ class Pipeline:
     def tables(self) -> list[faust.types.TableT[str, Any]]:
         t = self.identity_tables
         identity = [t.owners, t.parents, t.nodes, t.hubs, t.suppressed]
-        return [*cast(list[faust.types.TableT[str, Any]], identity), self.contexts, self.redirects]
+        context = [self.contexts, self.redirects, self.last_splits]
+        return [*cast(list[faust.types.TableT[str, Any]], identity), *context]
 
     def internal_topics(self) -> list[TopicSpec]:
         """Topics faust would create itself, created up front instead.
@@ -249,9 +273,9 @@ class Pipeline:
             m.STAGE_EVENTS.labels("identity").inc()
             request = IDENTITY_REQUEST.validate_json(cast(bytes, item.value))
             if isinstance(request, ResolveRequest):
-                await self._resolve(request, item.message.value)
+                await self._resolve(request, item.message.value, item.message.offset)
             elif isinstance(request, SplitRequest):
-                await self._split(request)
+                await self._split(request, item.message.offset)
             else:
                 await self._erase(request)
             event_time = request.event.occurred_at if isinstance(request, ResolveRequest) else None
@@ -261,25 +285,13 @@ class Pipeline:
                 event_time=event_time or self.identity_position.event_time,
             )
 
-    async def _resolve(self, request: ResolveRequest, raw: bytes) -> None:
+    async def _resolve(self, request: ResolveRequest, raw: bytes, offset: int) -> None:
         event = request.event
         decision = self.engine.resolve(Observation(event.identifiers, request.evidence))
         m.SUPPRESSED.inc(decision.suppressed)
         for rejected in decision.rejected:
             m.REJECTED_LINKS.labels(rejected.reason).inc()
         m.QUARANTINES.inc(len(decision.quarantined))
-        for undone in decision.splits:
-            log.info(
-                "quarantine of a hub un-merged %s into %s", undone.old_root, list(undone.pieces)
-            )
-            undo = Split(
-                customer_id=undone.old_root,
-                reason="quarantine",
-                id_map=undone.id_map,
-                customers=sorted(undone.pieces),
-                requested_at=event.occurred_at,
-            )
-            await self._publish_split(undone, undo)
         if decision.customer_id is None:
             if decision.suppressed < len(event.identifiers):
                 await dead_letter(
@@ -308,13 +320,30 @@ class Pipeline:
                 evidence=request.evidence,
             )
             await self.merges_topic.send(key=merge.from_id, value=record.model_dump_json().encode())
-            op = MergeOp(customer_id=merge.from_id, into_id=merge.into_id, event_id=event.event_id)
+            op = MergeOp(
+                customer_id=merge.from_id,
+                into_id=merge.into_id,
+                event_id=event.event_id,
+                decided_at=_order(offset, 0),
+            )
             await self._send_op(op)
         accepted = [i for i in event.identifiers if i.key in decision.accepted]
         resolved = event.model_copy(update={"identifiers": accepted})
         await self._send_op(EventOp(customer_id=decision.customer_id, event=resolved))
+        for undone in decision.splits:
+            log.info(
+                "quarantine of a hub un-merged %s into %s", undone.old_root, list(undone.pieces)
+            )
+            undo = Split(
+                customer_id=undone.old_root,
+                reason="quarantine",
+                id_map=undone.id_map,
+                customers=sorted(undone.pieces),
+                requested_at=event.occurred_at,
+            )
+            await self._publish_split(undone, undo, _order(offset, 1))
 
-    async def _split(self, request: SplitRequest) -> None:
+    async def _split(self, request: SplitRequest, offset: int) -> None:
         try:
             split = self.engine.split(request.customer_id, request.link_id)
         except IdentityError as exc:
@@ -329,9 +358,9 @@ class Pipeline:
             customers=sorted(split.pieces),
             requested_at=request.requested_at,
         )
-        await self._publish_split(split, record)
+        await self._publish_split(split, record, _order(offset, 1))
 
-    async def _publish_split(self, split: SplitDecision, record: Split) -> None:
+    async def _publish_split(self, split: SplitDecision, record: Split, decided_at: int) -> None:
         m.SPLITS.labels(record.reason).inc()
         # First make every piece a customer again and re-point the merged-away ids, so
         # events resolved from now on land on the right customer; then divide the context.
@@ -341,7 +370,12 @@ class Pipeline:
             elif member != now:
                 await self._send_op(RedirectOp(customer_id=member, into_id=now))
         await self._send_op(
-            SplitOp(customer_id=split.old_root, pieces=split.pieces, id_map=split.id_map)
+            SplitOp(
+                customer_id=split.old_root,
+                pieces=split.pieces,
+                id_map=split.id_map,
+                decided_at=decided_at,
+            )
         )
         await self.splits_topic.send(key=split.old_root, value=record.model_dump_json().encode())
 
@@ -398,17 +432,33 @@ class Pipeline:
         self.redirects[cid] = op.into_id
         self._drop(cid)
         if current is not None:
-            await self._send_op(AbsorbOp(customer_id=op.into_id, context=current))
+            absorb = AbsorbOp(customer_id=op.into_id, context=current, decided_at=op.decided_at)
+            await self._send_op(absorb)
         await self.context_topic.send(key=cid, value=None)  # tombstone
 
     async def _on_absorb(self, op: AbsorbOp) -> None:
-        cid = op.customer_id
+        cid, limit = op.customer_id, self.settings.timeline_limit
+        raw = self.last_splits.get(cid)
+        split = None if raw is None else SplitOp.model_validate_json(raw)
+        if split is not None and op.decided_at < split.decided_at:
+            # The merge was decided before this customer was split: divide what it brings
+            # the way the split divided everything else.
+            for piece, part in ctxlogic.split_context(
+                op.context, split.pieces, split.id_map
+            ).items():
+                if piece == cid:
+                    current = self._load(cid) or CustomerContext(customer_id=cid)
+                    await self._store(cid, ctxlogic.restore(current, part, limit))
+                else:
+                    await self._send_op(RestoreOp(customer_id=piece, context=part))
+            return
         current = self._load(cid) or CustomerContext(customer_id=cid)
-        updated = ctxlogic.absorb(current, op.context, self.settings.timeline_limit)
+        updated = ctxlogic.absorb(current, op.context, limit)
         await self._store(cid, updated or current)
 
     async def _on_split(self, op: SplitOp) -> None:
         cid = op.customer_id
+        self.last_splits[cid] = op.model_dump_json().encode()
         current = self._load(cid)
         if current is None:
             return

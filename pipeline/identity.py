@@ -464,7 +464,10 @@ class IdentityEngine:
             )
             state.sightings[winner] = max(at, state.sightings.get(winner, at))
             state.sightings = {c: t for c, t in state.sightings.items() if t >= horizon}
-            if state.quarantined_at is None and len(state.sightings) > hub_rule.max_customers:
+            # Count customers, not ids: a merged-away id and its survivor are one customer
+            # (so replaying an old event cannot add a sighting).
+            customers = {self.find(c, compress=False) for c in state.sightings}
+            if state.quarantined_at is None and len(customers) > hub_rule.max_customers:
                 state.quarantined_at = at
                 newly.append(rej.identifier)
             after = state.model_dump_json()

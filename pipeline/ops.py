@@ -64,6 +64,7 @@ class MergeOp(_Msg):
     customer_id: str
     into_id: str
     event_id: str
+    decided_at: int = Field(description="Position of the decision in the identity log.")
 
 
 class AbsorbOp(_Msg):
@@ -72,6 +73,7 @@ class AbsorbOp(_Msg):
     op: Literal["absorb"] = "absorb"
     customer_id: str
     context: CustomerContext
+    decided_at: int = Field(description="Position of the merge in the identity log.")
 
 
 class SplitOp(_Msg):
@@ -81,6 +83,7 @@ class SplitOp(_Msg):
     customer_id: str
     pieces: dict[str, list[str]]  # customer id -> identifier keys
     id_map: dict[str, str]  # every id of the old component -> its customer now
+    decided_at: int = Field(description="Position of the split in the identity log.")
 
 
 class RestoreOp(_Msg):

@@ -368,3 +368,17 @@ def test_graph_stays_consistent_under_rails_splits_and_erasure(
         victim = data.draw(st.sampled_from(sorted(e.t.nodes)))
         e.erase(victim, T0)
         assert_consistent(e)
+
+
+def test_hub_sightings_count_customers_not_merged_away_ids() -> None:
+    e = engine()
+    hub = "phone:+14155550190"
+    e.resolve(obs("e1", 0, "anonymous_id:x"))
+    e.resolve(obs("e2", 1, hub, "user_id:u0"))
+    e.resolve(obs("e3", 2, hub, "user_id:u1"))
+    e.resolve(obs("e4", 3, hub, "user_id:u2"))
+    merged = e.resolve(obs("e5", 4, "anonymous_id:x", "user_id:u1"))
+    assert merged.merges
+    replay = e.resolve(obs("e3", 2, hub, "user_id:u1"))
+    assert replay.quarantined == ()  # three customers saw the hub, not four
+    assert replay.splits == ()
