@@ -88,6 +88,7 @@ def serve(app: FastAPI) -> Iterator[str]:
 class Record(NamedTuple):
     key: str
     event: RawEvent
+    partition: int
 
 
 def consume(bootstrap: str, topic: str, count: int, timeout_s: float = 30) -> list[Record]:
@@ -109,10 +110,11 @@ def consume(bootstrap: str, topic: str, count: int, timeout_s: float = 30) -> li
             if msg is None:
                 continue
             assert msg.error() is None, msg.error()
-            key, value = msg.key(), msg.value()
+            key, value, partition = msg.key(), msg.value(), msg.partition()
             assert key is not None
             assert value is not None
-            records.append(Record(key.decode(), RawEvent.model_validate_json(value)))
+            assert partition is not None
+            records.append(Record(key.decode(), RawEvent.model_validate_json(value), partition))
         # Nothing more than promised: poll briefly for extras.
         extra = consumer.poll(1.0)
         assert extra is None or extra.error() is not None, "more records than expected"

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterator
-from typing import NamedTuple
 
 import httpx
 import pytest
-from confluent_kafka import Consumer
 from segment.analytics.client import Client as SegmentClient
 
 from connectors.publisher import KafkaPublisher
@@ -18,7 +15,8 @@ from connectors.tracking.app import create_app
 from omnistitch.settings import CollectorSettings
 from omnistitch.topics import RAW_EVENTS, ensure_topics
 from schemas.events import RawEvent
-from tests.connector_support import serve
+from tests.connector_support import Record, serve
+from tests.connector_support import consume as consume_topic
 
 pytestmark = pytest.mark.kafka
 
@@ -46,40 +44,9 @@ def publisher(settings: CollectorSettings) -> Iterator[KafkaPublisher]:
     publisher.close()
 
 
-class Record(NamedTuple):
-    key: str
-    event: RawEvent
-    partition: int
-
-
-def consume(settings: CollectorSettings, count: int, timeout_s: float = 30) -> list[Record]:
+def consume(settings: CollectorSettings, count: int) -> list[Record]:
     """Read ``count`` records from the raw topic, from the beginning; values must be RawEvents."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"test-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([settings.topic(RAW_EVENTS)])
-    records: list[Record] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(records) < count and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            assert msg.error() is None, msg.error()
-            key, value, partition = msg.key(), msg.value(), msg.partition()
-            assert key is not None
-            assert value is not None
-            assert partition is not None
-            records.append(Record(key.decode(), RawEvent.model_validate_json(value), partition))
-    finally:
-        consumer.close()
-    assert len(records) == count, f"expected {count} records, got {len(records)}"
-    return records
+    return consume_topic(settings.bootstrap_servers, settings.topic(RAW_EVENTS), count)
 
 
 def test_batch_lands_on_the_raw_topic_keyed_by_sender(
