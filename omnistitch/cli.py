@@ -62,6 +62,12 @@ def kafka_status() -> None:
     _launcher("status")
 
 
+@kafka_cli.command("reset")
+def kafka_reset() -> None:
+    """Stop the local broker and delete its data (topics, offsets); the jars stay cached."""
+    _launcher("reset")
+
+
 @cli.command()
 def worker() -> None:
     """Run a stream-processor worker (agents, state tables and the query API)."""

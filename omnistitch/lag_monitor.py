@@ -271,8 +271,10 @@ class LagMonitor:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.poll_once()
-            self._stop.wait(self.interval_s)
+            ok = self.poll_once() is not None
+            # After a failure (a broker still loading its group coordinator, say) try again
+            # soon rather than a whole interval later.
+            self._stop.wait(self.interval_s if ok else min(self.interval_s, 1.0))
 
 
 class LagCollector(Collector):

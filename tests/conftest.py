@@ -6,13 +6,17 @@ The suite never skips for a missing broker: if it will not start, every Kafka te
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import time
 import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
+from confluent_kafka.admin import AdminClient
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHER = REPO / "deploy" / "local" / "kafka.sh"
@@ -21,9 +25,27 @@ TEST_KAFKA_PORT = int(os.environ.get("OMNISTITCH_TEST_KAFKA_PORT", "19092"))
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """Start (or reuse) the local KRaft broker for the test session; yield host:port."""
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start the local KRaft broker for the test session; yield host:port.
+
+    By default the broker gets a fresh, empty home for this session and is stopped (and its
+    data removed) at the end, so no state from an earlier run can slow or skew it: a broker
+    re-opening thousands of left-over partitions takes minutes to answer. A developer who
+    sets ``OMNISTITCH_KEEP_BROKER=1`` reuses one long-lived broker (and its data) between
+    runs instead; ``deploy/local/kafka.sh reset`` empties it.
+    """
+    keep = os.environ.get("OMNISTITCH_KEEP_BROKER") == "1"
     env = {**os.environ, "OMNISTITCH_KAFKA_PORT": str(TEST_KAFKA_PORT)}
+    home: Path | None = None
+    if not keep:
+        home = tmp_path_factory.mktemp("kafka-broker")
+        env["OMNISTITCH_KAFKA_HOME"] = str(home)
+        if "OMNISTITCH_TEST_KAFKA_PORT" not in os.environ and not _ports_free(
+            TEST_KAFKA_PORT, TEST_KAFKA_PORT + 1
+        ):
+            # Another broker (a developer's kept one, say) holds the default ports.
+            env["OMNISTITCH_KAFKA_PORT"] = str(free_port())
+            env["OMNISTITCH_KAFKA_CONTROLLER_PORT"] = str(free_port())
     proc = subprocess.run(
         [str(LAUNCHER), "start"], env=env, capture_output=True, text=True, timeout=600
     )
@@ -32,15 +54,48 @@ def kafka_bootstrap() -> Iterator[str]:
             f"the local Kafka broker did not start (exit {proc.returncode}):\n{proc.stderr}",
             pytrace=False,
         )
-    yield proc.stdout.strip().splitlines()[-1]
-    if os.environ.get("OMNISTITCH_KEEP_BROKER") != "1":
+    bootstrap = proc.stdout.strip().splitlines()[-1]
+    _wait_for_group_coordinator(bootstrap)
+    yield bootstrap
+    if home is not None:
         subprocess.run([str(LAUNCHER), "stop"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(home / "data", ignore_errors=True)
 
 
 @pytest.fixture
 def unique_prefix() -> str:
     """A topic prefix (and app id seed) no other test shares."""
     return f"t{uuid.uuid4().hex[:10]}."
+
+
+def _wait_for_group_coordinator(bootstrap: str, within_s: float = 90.0) -> None:
+    """Block until consumer-group requests succeed, as on any broker that has been up a while.
+
+    A fresh broker creates ``__consumer_offsets`` on the first group request and answers
+    group requests only once its partitions are loaded; the first test must not pay that.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + within_s
+    while True:
+        request = [ConsumerGroupTopicPartitions("omnistitch-test-warmup")]
+        try:
+            for future in admin.list_consumer_group_offsets(request, request_timeout=5).values():
+                future.result()
+            return
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the broker's group coordinator never answered: {exc}", pytrace=False)
+            time.sleep(0.5)
+
+
+def _ports_free(*ports: int) -> bool:
+    for port in ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
 
 
 def free_port() -> int:

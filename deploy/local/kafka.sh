@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Local single-node Apache Kafka (KRaft) for development, the demo and the test suite.
 #
-#   deploy/local/kafka.sh start|stop|status|fetch|bootstrap
+#   deploy/local/kafka.sh start|stop|status|reset|fetch|bootstrap
+#
+#   reset stops the broker and deletes its data (topics, offsets), keeping the jars.
 #
 # The broker jars come from Maven Central (see pom.xml) into a cache outside the
 # repository, so nothing is installed by hand. Every command is idempotent.
 #
 # Environment (all optional):
 #   OMNISTITCH_KAFKA_PORT      client port on 127.0.0.1        (default 9092)
+#   OMNISTITCH_KAFKA_CONTROLLER_PORT  KRaft controller port     (default client port + 1)
 #   OMNISTITCH_KAFKA_HOME      runtime dir: data, log, pid      (default ~/.cache/omnistitch/kafka-<port>)
 #   OMNISTITCH_CACHE_DIR       jar cache root                   (default ~/.cache/omnistitch)
 #   OMNISTITCH_KAFKA_HEAP      JVM heap                         (default 768m)
@@ -17,7 +20,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/pom.xml")
 PORT=${OMNISTITCH_KAFKA_PORT:-9092}
-CPORT=$((PORT + 1))
+CPORT=${OMNISTITCH_KAFKA_CONTROLLER_PORT:-$((PORT + 1))}
 CACHE=${OMNISTITCH_CACHE_DIR:-$HOME/.cache/omnistitch}
 LIB="$CACHE/kafka-$KAFKA_VERSION/lib"
 RUN=${OMNISTITCH_KAFKA_HOME:-$CACHE/kafka-$PORT}
@@ -70,6 +73,10 @@ start() {
   if port_open "$PORT"; then
     say "port $PORT is taken by another process; set OMNISTITCH_KAFKA_PORT"; exit 1
   fi
+  if port_open "$CPORT"; then
+    say "controller port $CPORT is taken by another process; set OMNISTITCH_KAFKA_CONTROLLER_PORT"
+    exit 1
+  fi
   mkdir -p "$RUN/data"
   sed -e "s#@PORT@#$PORT#g" -e "s#@CPORT@#$CPORT#g" -e "s#@LOGDIR@#$RUN/data#g" \
       "$HERE/server.properties.template" > "$RUN/server.properties"
@@ -111,6 +118,12 @@ stop() {
   say "stopped"
 }
 
+reset() {
+  stop
+  say "deleting broker data in $RUN/data"
+  rm -rf "$RUN/data" "$RUN/tmp" "$LOGFILE"
+}
+
 status() {
   local pid
   if pid=$(running_pid) && port_open "$PORT"; then
@@ -123,8 +136,9 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
+  reset) reset ;;
   fetch) fetch; echo "$LIB" ;;
   bootstrap) echo "$BOOTSTRAP" ;;
   lib) echo "$LIB" ;;
-  *) echo "usage: $0 start|stop|status|fetch|bootstrap|lib" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|reset|fetch|bootstrap|lib" >&2; exit 2 ;;
 esac
