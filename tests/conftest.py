@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import time
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
