@@ -37,13 +37,19 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 kafka-jars:
 	deploy/local/kafka.sh fetch >/dev/null
 
-# promtool (alert-rule tests) and the Prometheus server (the scrape test) from the
-# distribution's package; needs root (or sudo) the first time, a no-op afterwards.
+# Real clients the tests drive, from the distribution's packages: promtool (alert-rule
+# tests) and the Prometheus server (the scrape test), kcat (a non-Python reader of
+# customer.context) and Chromium (the agent desktop page, driven by playwright). Needs root
+# (or sudo) the first time, a no-op afterwards.
+SYSTEM_TOOLS := promtool:prometheus prometheus:prometheus kcat:kcat chromium:chromium
 system-deps:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	@missing=$$(for t in $(SYSTEM_TOOLS); do command -v $${t%%:*} >/dev/null || echo $${t#*:}; done \
+	  | sort -u | tr '\n' ' '); \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends prometheus; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $$missing; \
+	fi
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

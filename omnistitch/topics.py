@@ -25,6 +25,8 @@ RAW_EVENTS_DLQ = "raw.events.dlq"
 CUSTOMER_CONTEXT = "customer.context"
 IDENTITY_MERGES = "identity.merges"
 IDENTITY_SPLITS = "identity.splits"
+ENGAGEMENT_TRIGGERS = "engagement.triggers"
+ROUTING_HINTS = "routing.hints"
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,12 @@ def public_topics(settings: KafkaSettings) -> list[TopicSpec]:
         ),
         TopicSpec(settings.topic(IDENTITY_MERGES), n),
         TopicSpec(settings.topic(IDENTITY_SPLITS), n),
+        TopicSpec(settings.topic(ENGAGEMENT_TRIGGERS), n),
+        TopicSpec(
+            settings.topic(ROUTING_HINTS),
+            n,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+        ),
     ]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from schemas.context import CustomerContext
+from schemas.context import CustomerContext, EngagementTrigger, RoutingHint
 from schemas.cti import CtiBatch, CtiEvent
 from schemas.events import RawEvent
 from schemas.identity import IdentityView, Merge, Split
@@ -18,6 +18,8 @@ JSON_DIR = Path(__file__).resolve().parent / "json"
 EXPORTED: dict[str, type[BaseModel]] = {
     "raw_event.v1.schema.json": RawEvent,
     "customer_context.v1.schema.json": CustomerContext,
+    "engagement_trigger.v1.schema.json": EngagementTrigger,
+    "routing_hint.v1.schema.json": RoutingHint,
     "identity_merge.v1.schema.json": Merge,
     "identity_split.v1.schema.json": Split,
     "identity_view.v1.schema.json": IdentityView,
