@@ -71,13 +71,15 @@ def kafka_reset() -> None:
 @cli.command()
 def worker() -> None:
     """Run a stream-processor worker (agents, state tables and the query API)."""
+    from pipeline.context_policy import ContextPolicyError, load_context_policy
     from pipeline.rules import RulesError, load_rules
     from pipeline.worker import run
 
     settings = _load_or_exit(WorkerSettings)
     try:
         rules = load_rules(settings.rules_file)
-    except RulesError as exc:
+        load_context_policy(settings.context_file)
+    except (RulesError, ContextPolicyError) as exc:
         typer.echo(f"omnistitch: {exc}", err=True)
         raise typer.Exit(2) from None
     run(settings, rules)
@@ -203,6 +205,20 @@ def lag_exporter() -> None:
         typer.echo(f"omnistitch: {exc}", err=True)
         raise typer.Exit(2) from None
     run(settings)
+
+
+@cli.command("routing-consumer")
+def routing_consumer() -> None:
+    """Publish routing hints (routing.hints) from customer.context: the example consumer."""
+    from omnistitch.routing_consumer import run
+    from omnistitch.settings import RoutingConsumerSettings
+
+    try:
+        settings = load(RoutingConsumerSettings)
+    except SettingsError as exc:
+        typer.echo(f"omnistitch: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(run(settings))
 
 
 dlq_cli = typer.Typer(help="The dead-letter topic raw.events.dlq (deploy/RUNBOOK.md).")

@@ -2,8 +2,10 @@
 
 A dead-letter record is JSON written by :mod:`pipeline.dead_letter`: ``stage``,
 ``reason``, ``detail``, ``dead_lettered_at``, and the original record's key and value in
-base64 (``original_key_b64``, ``original_value_b64``). Pure: the reading and publishing
-are :mod:`omnistitch.dlq_replay`'s.
+base64 (``original_key_b64``, ``original_value_b64``). :func:`encode` writes the same
+record for processes without faust (the routing consumer's ``routing.hints.dlq``), with
+the source ``topic``, ``partition`` and ``offset`` when known. Pure: the reading and
+publishing are :mod:`omnistitch.dlq_replay`'s.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 
 class InvalidDeadLetter(ValueError):
@@ -28,6 +31,33 @@ class DeadLetter:
     stage: str | None
     key: bytes | None
     value: bytes | None
+
+
+def encode(
+    *,
+    stage: str,
+    reason: str,
+    detail: str,
+    key: bytes | None,
+    value: bytes | None,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+    now: datetime | None = None,
+) -> bytes:
+    """A dead-letter record's value, in :mod:`pipeline.dead_letter`'s format (``detail``
+    cut to 4000 characters); :func:`decode` reads it back."""
+    record: dict[str, object] = {
+        "stage": stage,
+        "reason": reason,
+        "detail": detail[:4000],
+        "dead_lettered_at": (now or datetime.now(UTC)).isoformat(),
+        "original_key_b64": base64.b64encode(key).decode() if key is not None else None,
+        "original_value_b64": base64.b64encode(value).decode() if value is not None else None,
+    }
+    if topic is not None:
+        record.update(topic=topic, partition=partition, offset=offset)
+    return json.dumps(record).encode()
 
 
 def decode(raw: bytes | None) -> DeadLetter:

@@ -13,6 +13,8 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from omnistitch.routing_hints import RoutingPolicy
+
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 _TOPIC_PREFIX = re.compile(r"^([a-z0-9][a-z0-9._-]*\.)?$")
 
@@ -113,6 +115,13 @@ class WorkerSettings(KafkaSettings):
     rules_file: Path | None = Field(
         default=None, description="Identity rules (TOML); the built-in defaults when unset."
     )
+    context_file: Path | None = Field(
+        default=None,
+        description="Context policy (TOML: bounds, trait rules, triggers); defaults when unset.",
+    )
+    trigger_interval_s: float = Field(
+        default=1.0, ge=0.05, le=60, description="How often due engagement triggers are checked."
+    )
     standby_replicas: int = Field(
         default=1, ge=0, le=8, description="Standby copies of each table partition (faust)."
     )
@@ -120,7 +129,7 @@ class WorkerSettings(KafkaSettings):
         default=10.0, ge=0.2, le=600, description="How often the worker reads its group's lag."
     )
 
-    @field_validator("rules_file")
+    @field_validator("rules_file", "context_file")
     @classmethod
     def _rules_exist(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -194,6 +203,69 @@ class LagExporterSettings(KafkaSettings):
     def groups(self) -> list[str]:
         """The groups to watch: ``lag_groups``, or the app id's group."""
         return self.lag_groups or [self.app_id]
+
+
+class RoutingConsumerSettings(KafkaSettings):
+    """``omnistitch routing-consumer``: the example downstream service (routing hints)."""
+
+    routing_group_id: str = Field(
+        default="omnistitch-routing",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Consumer group reading customer.context.",
+    )
+    routing_default_queue: str | None = Field(
+        default="general",
+        min_length=1,
+        description="Queue suggested when neither the language nor an interaction gives one.",
+    )
+    routing_language_queues: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Comma-separated language=queue pairs, e.g. es=support-es,fr=support-fr.",
+    )
+    routing_cache_size: int = Field(
+        default=100_000,
+        ge=1,
+        le=10_000_000,
+        description="Customers whose last published hint is remembered (an LRU).",
+    )
+    routing_metrics_host: str = Field(default="127.0.0.1", description="Metrics bind address.")
+    routing_metrics_port: int = Field(
+        default=9310, ge=0, le=65535, description="Prometheus /metrics port (0: not served)."
+    )
+
+    @field_validator("routing_default_queue")
+    @classmethod
+    def _check_default_queue(cls, value: str | None) -> str | None:
+        return RoutingPolicy(default_queue=value).default_queue
+
+    @field_validator("routing_language_queues", mode="before")
+    @classmethod
+    def _split_language_queues(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for item in (i.strip() for i in value.split(",")):
+            if not item:
+                continue
+            language, sep, queue = item.partition("=")
+            if not sep:
+                raise ValueError(f"expected language=queue, got {item!r}")
+            if language.strip().lower() in pairs:
+                raise ValueError(f"language {language.strip()!r} given twice")
+            pairs[language.strip().lower()] = queue.strip()
+        return pairs
+
+    @field_validator("routing_language_queues")
+    @classmethod
+    def _check_language_queues(cls, value: dict[str, str]) -> dict[str, str]:
+        return dict(RoutingPolicy(language_queues=value).language_queues)
+
+    def routing_policy(self) -> RoutingPolicy:
+        """The routing rules' configurable part: the language queues and the default."""
+        return RoutingPolicy(
+            default_queue=self.routing_default_queue,
+            language_queues=self.routing_language_queues,
+        )
 
 
 _S = TypeVar("_S", bound=BaseSettings)

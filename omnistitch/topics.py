@@ -27,6 +27,8 @@ IDENTITY_MERGES = "identity.merges"
 IDENTITY_SPLITS = "identity.splits"
 ENGAGEMENT_TRIGGERS = "engagement.triggers"
 ROUTING_HINTS = "routing.hints"
+#: Dead letters of the example routing consumer, created by it (omnistitch.routing_consumer).
+ROUTING_HINTS_DLQ = "routing.hints.dlq"
 
 
 @dataclass(frozen=True)

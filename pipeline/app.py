@@ -33,6 +33,7 @@ from omnistitch.kafka_client import faust_credentials
 from omnistitch.settings import WorkerSettings
 from omnistitch.topics import (
     CUSTOMER_CONTEXT,
+    ENGAGEMENT_TRIGGERS,
     IDENTITY_MERGES,
     IDENTITY_SPLITS,
     RAW_EVENTS,
@@ -41,6 +42,8 @@ from omnistitch.topics import (
 )
 from pipeline import context as ctxlogic
 from pipeline import metrics as m
+from pipeline import triggers
+from pipeline.context_policy import ContextPolicy, load_context_policy
 from pipeline.dead_letter import dead_letter
 from pipeline.identity import (
     IdentityEngine,
@@ -64,6 +67,7 @@ from pipeline.ops import (
     RestoreOp,
     SplitOp,
     SplitRequest,
+    TickOp,
 )
 from pipeline.rules import Rules, load_rules
 from schemas.context import CustomerContext
@@ -128,6 +132,9 @@ class Pipeline:
     def __init__(self, settings: WorkerSettings, rules: Rules | None = None) -> None:
         self.settings = s = settings
         self.rules = rules or load_rules(settings.rules_file)
+        self.policy: ContextPolicy = load_context_policy(
+            settings.context_file, timeline_limit=settings.timeline_limit
+        )
         n = s.raw_partitions
         self.app = app = faust.App(
             s.app_id,
@@ -162,6 +169,7 @@ class Pipeline:
         self.context_topic = topic(s.topic(CUSTOMER_CONTEXT))
         self.merges_topic = topic(s.topic(IDENTITY_MERGES))
         self.splits_topic = topic(s.topic(IDENTITY_SPLITS))
+        self.triggers_topic = topic(s.topic(ENGAGEMENT_TRIGGERS))
         self.requests_topic = internal("identity-requests")
         self.ops_topic = internal("customer-ops")
 
@@ -184,6 +192,9 @@ class Pipeline:
         # The last split of each customer, so that a merge decided before it but absorbed
         # after it (the two travel different partitions) is divided the same way.
         self.last_splits = table("customer-splits", bytes)
+        # Customers with a delayed engagement trigger pending -> its due time (ISO 8601).
+        # Small (only pending customers), so the timer scans it; see _tick_due.
+        self.trigger_schedule = table("trigger-schedule", str)
         # Parsed contexts of recently active customers: parsing a context costs ~O(timeline)
         # (≈0.8 ms at 200 entries), far more than the event that changes it. Written through
         # on every change, so the table always has what the cache has; forgotten whenever
@@ -201,12 +212,13 @@ class Pipeline:
             (self.ops_topic, "context", self._context),
         ):
             app.agent(source, name=name)(_fail_fast(name, fun))
+        app.timer(s.trigger_interval_s, name="engagement-triggers")(self._tick_due)
 
     @property
     def tables(self) -> list[faust.types.TableT[str, Any]]:
         t = self.identity_tables
         identity = [t.owners, t.parents, t.nodes, t.hubs, t.suppressed]
-        context = [self.contexts, self.redirects, self.last_splits]
+        context = [self.contexts, self.redirects, self.last_splits, self.trigger_schedule]
         return [*cast(list[faust.types.TableT[str, Any]], identity), *context]
 
     def internal_topics(self) -> list[TopicSpec]:
@@ -416,13 +428,17 @@ class Pipeline:
             await self._on_split(op)
         elif isinstance(op, RestoreOp):
             await self._on_restore(op)
+        elif isinstance(op, TickOp):
+            current = self._load(op.customer_id)
+            if current is not None:
+                await self._store(op.customer_id, current, published=False)
         else:
             self.redirects[op.customer_id] = op.into_id
 
     async def _on_event(self, op: EventOp) -> None:
-        cid, limit = op.customer_id, self.settings.timeline_limit
+        cid, policy = op.customer_id, self.policy
         current = self._load(cid)
-        updated = ctxlogic.apply_event(current, cid, op.event, op.event.identifiers, limit)
+        updated = ctxlogic.apply_event(current, cid, op.event, op.event.identifiers, policy)
         await self._store(cid, updated or current)
         m.event_out(self.context_topic.get_topic_name(), op.event)  # the view is published
 
@@ -437,14 +453,14 @@ class Pipeline:
         await self.context_topic.send(key=cid, value=None)  # tombstone
 
     async def _on_absorb(self, op: AbsorbOp) -> None:
-        cid, limit = op.customer_id, self.settings.timeline_limit
+        cid, limit = op.customer_id, self.policy
         raw = self.last_splits.get(cid)
         split = None if raw is None else SplitOp.model_validate_json(raw)
         if split is not None and op.decided_at < split.decided_at:
             # The merge was decided before this customer was split: divide what it brings
             # the way the split divided everything else.
             for piece, part in ctxlogic.split_context(
-                op.context, split.pieces, split.id_map
+                op.context, split.pieces, split.id_map, limit
             ).items():
                 if piece == cid:
                     current = self._load(cid) or CustomerContext(customer_id=cid)
@@ -462,7 +478,7 @@ class Pipeline:
         current = self._load(cid)
         if current is None:
             return
-        parts = ctxlogic.split_context(current, op.pieces, op.id_map)
+        parts = ctxlogic.split_context(current, op.pieces, op.id_map, self.policy)
         for piece, part in parts.items():
             if piece == cid:
                 await self._store(cid, part)
@@ -477,9 +493,7 @@ class Pipeline:
         self.redirects.pop(cid, None)
         if op.context is not None:
             current = self._load(cid) or CustomerContext(customer_id=cid)
-            await self._store(
-                cid, ctxlogic.restore(current, op.context, self.settings.timeline_limit)
-            )
+            await self._store(cid, ctxlogic.restore(current, op.context, self.policy))
 
     async def _on_erase(self, op: EraseOp) -> None:
         self.redirects[op.customer_id] = ERASED
@@ -499,16 +513,51 @@ class Pipeline:
     def _drop(self, cid: str) -> None:
         self.context_cache.pop(cid, None)
         self.contexts.pop(cid, None)
+        self.trigger_schedule.pop(cid, None)
 
-    async def _store(self, cid: str, ctx: CustomerContext | None) -> None:
-        # Re-publish even when nothing changed: after a crash the table write may have
-        # landed while the topic write did not (at-least-once: outputs are re-emitted).
+    async def _store(self, cid: str, ctx: CustomerContext | None, published: bool = True) -> None:
+        """Write a context: emit its due triggers, then the table, then the view.
+
+        Order: triggers first (their ids are recorded in the context written next, so a
+        crash in between re-emits them with the same ids: consumers dedupe), then the
+        table and the schedule, then ``customer.context``. Re-publishes even when nothing
+        changed (``published`` False skips an unchanged one): after a crash the table write
+        may have landed while the topic write did not (at-least-once).
+        """
         if ctx is None:
             return
+        due, recorded = triggers.due_triggers(ctx, self.now(), self.policy)
+        for trigger in due:
+            body = trigger.model_dump_json().encode()
+            await self.triggers_topic.send(key=cid, value=body)
+            m.TRIGGERS.labels(trigger.rule).inc()
+        if recorded is not None:
+            ctx, published = recorded, True
+        if (due_at := triggers.next_due(ctx)) is not None:
+            self.trigger_schedule[cid] = due_at.isoformat()
+        else:
+            self.trigger_schedule.pop(cid, None)
+        if not published:
+            return
+        ctx = ctx.model_copy(update={"updated_at": self.now()})
         body = ctx.model_dump_json().encode()
         self.contexts[cid] = body
         self.context_cache[cid] = ctx
         await self.context_topic.send(key=cid, value=body)
+
+    async def _tick_due(self) -> None:
+        """Timer: ask the context stage to fire the triggers that fell due.
+
+        The stage itself does the work (a TickOp through the ops topic, keyed by the
+        customer), so a context is only ever written by its one agent. Only customers with
+        a pending trigger are in the schedule table, so the scan is cheap.
+        """
+        if not self.ready:
+            return
+        now = self.now()
+        for cid, due_iso in list(self.trigger_schedule.items()):
+            if datetime.fromisoformat(due_iso) <= now:
+                await self._send_op(TickOp(customer_id=cid))
 
     async def _send_op(self, op: AnyCustomerOp) -> None:
         await self.ops_topic.send(key=op.customer_id, value=op.model_dump_json().encode())

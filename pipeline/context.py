@@ -4,22 +4,65 @@ Pure logic, no I/O. Every operation is idempotent and order-insensitive where th
 allow it, because the pipeline delivers at least once and merges race with events:
 
 * an event already on the timeline changes nothing (dedupe by event id);
-* the timeline is ordered by ``occurred_at`` whatever the arrival order;
-* a trait keeps the value of the latest event (ties broken by event id);
+* the timeline is ordered by ``occurred_at`` whatever the arrival order, and an interaction
+  keeps its messages and pages in time order, so a late event lands in its place;
+* each trait is reconciled by its configured rule (most recent, source priority, most
+  frequent), with the provenance of the value chosen;
 * absorbing a customer that was already absorbed changes nothing.
+
+Bounds: the timeline keeps ``window_days`` (measured from the customer's newest event, so
+a replay folds the same way as live traffic) and at most ``timeline_limit`` entries;
+interactions likewise, and at most ``items_per_interaction`` messages or pages each. What
+falls out is counted in ``archived``. ``routing`` and ``pending_triggers`` are derived
+from the rest after every change (:func:`derive`).
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
-from schemas.context import CustomerContext, TimelineEntry, TraitValue
-from schemas.events import Identifier, RawEvent
+from pipeline.context_policy import ContextPolicy, TraitPolicy
+from pipeline.interactions import Contribution, classify
+from schemas.context import (
+    AgentRef,
+    Archived,
+    Consent,
+    CustomerContext,
+    Interaction,
+    InteractionStatus,
+    OpenConversation,
+    PendingTrigger,
+    RepeatContact,
+    Routing,
+    SelfServiceAttempt,
+    TimelineEntry,
+    TraitValue,
+)
+from schemas.events import Channel, Identifier, RawEvent
+
+CONTACT_KINDS = ("conversation", "call", "email_thread")
+#: Statuses that end an interaction; a later non-final status does not reopen it.
+FINAL: frozenset[str] = frozenset(
+    {"ended", "abandoned", "missed", "completed", "resolved", "unresolved"}
+)
+DROPPED: frozenset[str] = frozenset({"missed", "abandoned"})
+#: Identifier types -> the channels they make a customer reachable on.
+ADDRESS_CHANNELS = {
+    "phone": ("sms", "voice"),
+    "whatsapp": ("whatsapp",),
+    "email": ("email",),
+    "messenger_psid": ("messenger",),
+}
+UNSUBSCRIBE_EVENTS = {"Unsubscribed": "opted_out", "Email Unsubscribed": "opted_out"}
+SUBSCRIBE_EVENTS = {"Subscribed": "opted_in", "Email Subscribed": "opted_in"}
 
 
-def _order(entry: TimelineEntry) -> tuple[float, str]:
-    return (entry.occurred_at.timestamp(), entry.event_id)
+def _order(entry: TimelineEntry) -> tuple[datetime, str]:
+    return (entry.occurred_at, entry.event_id)
 
 
 def _union_identifiers(a: Iterable[Identifier], b: Iterable[Identifier]) -> list[Identifier]:
@@ -31,13 +74,84 @@ def _union_identifiers(a: Iterable[Identifier], b: Iterable[Identifier]) -> list
     return sorted(merged.values(), key=lambda i: (i.type, i.value))
 
 
-def _newer(candidate: TraitValue, current: TraitValue | None) -> bool:
+# -- traits ------------------------------------------------------------------------------
+def _rank(value: TraitValue, policy: TraitPolicy) -> int:
+    order = policy.source_priority
+    for name in (value.source, value.channel.value):
+        if name in order:
+            return len(order) - order.index(name)
+    return 0
+
+
+def _recency(value: TraitValue) -> tuple[datetime, str]:
+    return (value.observed_at, value.event_id)
+
+
+def _value_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def reconcile(current: TraitValue | None, seen: TraitValue, policy: TraitPolicy) -> TraitValue:
+    """The value a trait keeps once ``seen`` (one assertion, or a whole other customer's
+    reconciled value) is folded into ``current``."""
     if current is None:
-        return True
-    return (candidate.observed_at, candidate.event_id) > (current.observed_at, current.event_id)
+        if policy.rule == "most_frequent" and not seen.candidates:
+            seen = seen.model_copy(update={"candidates": {_value_key(seen.value): 1}})
+        return seen.model_copy(update={"rule": policy.rule})
+    if policy.rule == "most_recent":
+        newer = _recency(seen) > _recency(current)
+        return (seen if newer else current).model_copy(update={"rule": "most_recent"})
+    if policy.rule == "source_priority":
+        better = (_rank(seen, policy), *_recency(seen)) > (
+            _rank(current, policy),
+            *_recency(current),
+        )
+        return (seen if better else current).model_copy(update={"rule": "source_priority"})
+    # most_frequent: add up the sightings of each value, keep the most seen.
+    counts = Counter(current.candidates or {_value_key(current.value): current.sightings})
+    counts.update(seen.candidates or {_value_key(seen.value): seen.sightings})
+    top = dict(counts.most_common(8))
+    ck, sk = _value_key(current.value), _value_key(seen.value)
+    if sk == ck:
+        base = seen if _recency(seen) > _recency(current) else current
+    elif (top.get(sk, 0), *_recency(seen)) > (top.get(ck, 0), *_recency(current)):
+        base = seen
+    else:
+        base = current
+    bk = _value_key(base.value)
+    return base.model_copy(
+        update={"rule": "most_frequent", "candidates": top, "sightings": counts[bk]}
+    )
 
 
-def entry_for(event: RawEvent) -> TimelineEntry:
+# -- consent -----------------------------------------------------------------------------
+def consent_of(event: RawEvent) -> Consent | None:
+    """The consent decision an event carries: SMS STOP/START, an email unsubscribe."""
+    p = event.properties
+    status: str | None = None
+    channel: str | None = None
+    if event.kind == "consent":
+        status, channel = str(p.get("status")), str(p.get("channel") or event.channel.value)
+    elif event.kind == "track" and event.name in {**UNSUBSCRIBE_EVENTS, **SUBSCRIBE_EVENTS}:
+        status = {**UNSUBSCRIBE_EVENTS, **SUBSCRIBE_EVENTS}[event.name]
+        channel = str(p.get("channel") or "email")
+    if status not in ("opted_out", "opted_in") or not channel:
+        return None
+    return Consent(
+        channel=channel,
+        status=status,
+        event_id=event.event_id,
+        source=event.source,
+        observed_at=event.occurred_at,
+    )
+
+
+def _newer_consent(a: Consent | None, b: Consent) -> bool:
+    return a is None or (b.observed_at, b.event_id) > (a.observed_at, a.event_id)
+
+
+# -- interactions ------------------------------------------------------------------------
+def entry_for(event: RawEvent, interaction_id: str | None = None) -> TimelineEntry:
     """The timeline entry an event contributes."""
     return TimelineEntry(
         event_id=event.event_id,
@@ -46,70 +160,256 @@ def entry_for(event: RawEvent) -> TimelineEntry:
         kind=event.kind,
         name=event.name,
         occurred_at=event.occurred_at,
+        interaction_id=interaction_id,
         identifiers=[i.key for i in event.identifiers],
         properties=event.properties,
     )
 
 
+def _target(
+    interactions: list[Interaction], c: Contribution, at: datetime
+) -> tuple[str, Interaction | None]:
+    """The id of the interaction a contribution joins, and that interaction if it exists."""
+    if c.resolves_self_service:
+        attempts = [
+            i
+            for i in interactions
+            if i.kind == "self_service" and i.status == "unresolved" and i.last_at <= at
+        ]
+        best = max(attempts, key=lambda i: i.last_at, default=None)
+        return (best.interaction_id, best) if best else ("", None)
+    if c.gap is None:
+        found = next((i for i in interactions if i.interaction_id == c.key), None)
+        return c.key, found
+    prefix = f"{c.key}@"
+    near = [
+        i
+        for i in interactions
+        if i.interaction_id.startswith(prefix) and i.started_at - c.gap <= at <= i.last_at + c.gap
+    ]
+    if near:
+        best = min(near, key=lambda i: abs((i.last_at - at).total_seconds()))
+        return best.interaction_id, best
+    return f"{prefix}{at.strftime('%Y%m%dT%H%M%SZ')}", None
+
+
+def _status(current: InteractionStatus | None, new: InteractionStatus | None, later: bool) -> Any:
+    if new is None:
+        return current
+    if current is None:
+        return new
+    if current in FINAL and new not in FINAL:
+        return current
+    if new == "completed" and current in DROPPED:
+        return current  # an abandoned call's "ended" does not make it a completed one
+    if new in FINAL and current not in FINAL:
+        return new
+    return new if later else current
+
+
+def _capped(items: list[Any], limit: int) -> tuple[list[Any], int]:
+    items = sorted({i.event_id: i for i in items}.values(), key=lambda i: (i.at, i.event_id))
+    return items[-limit:], max(0, len(items) - limit)
+
+
+def _fold(
+    found: Interaction | None,
+    iid: str,
+    c: Contribution,
+    event: RawEvent,
+    policy: ContextPolicy,
+) -> Interaction:
+    at = event.occurred_at
+    i = found or Interaction(
+        interaction_id=iid,
+        kind=c.kind,
+        channel=c.channel,
+        source=c.source,
+        started_at=at,
+        last_at=at,
+        status="open" if c.kind in CONTACT_KINDS else None,
+        self_service=c.self_service,
+    )
+    later = at >= i.last_at
+    update: dict[str, Any] = {
+        "started_at": min(i.started_at, at),
+        "last_at": max(i.last_at, at),
+        "status": _status(i.status, c.status, later),
+        "event_ids": [*i.event_ids, event.event_id],
+        "identifiers": sorted({*i.identifiers, *(x.key for x in event.identifiers)}),
+    }
+    for name in ("outcome", "agent_id", "queue", "subject", "transcript", "direction"):
+        value = getattr(c, name)
+        if value is not None and (later or getattr(i, name) is None):
+            update[name] = value
+    if c.agent_id is not None and (later or i.agent_id is None):
+        update["agent_name"] = c.agent_name
+    if c.self_service is not None:
+        update["self_service"] = c.self_service
+    if c.ivr_path and len(c.ivr_path) >= len(i.ivr_path):
+        update["ivr_path"] = c.ivr_path
+    elif c.ivr_step and (not i.ivr_path or i.ivr_path[-1] != c.ivr_step[-1]):
+        update["ivr_path"] = [*i.ivr_path, *c.ivr_step]
+    dropped = i.dropped_items
+    if c.messages:
+        seen = {(m.author, m.text) for m in i.messages if m.text}
+        fresh = [
+            m
+            for m in c.messages
+            if not (m.event_id != event.event_id and (m.author, m.text) in seen)
+        ]
+        update["messages"], extra = _capped([*i.messages, *fresh], policy.items_per_interaction)
+        dropped += extra
+    if c.page is not None:
+        update["pages"], extra = _capped([*i.pages, c.page], policy.items_per_interaction)
+        dropped += extra
+    if c.product is not None:
+        update["products"], extra = _capped([*i.products, c.product], policy.items_per_interaction)
+        dropped += extra
+    update["dropped_items"] = dropped
+    return i.model_copy(update=update)
+
+
+def _merge_interactions(a: Interaction, b: Interaction, policy: ContextPolicy) -> Interaction:
+    """One interaction seen by two customers before they merged."""
+    first, last = (a, b) if a.last_at <= b.last_at else (b, a)
+    merged = last.model_copy(
+        update={
+            "started_at": min(a.started_at, b.started_at),
+            "status": _status(first.status, last.status, True),
+            "ivr_path": max(a.ivr_path, b.ivr_path, key=len),
+            "event_ids": sorted({*a.event_ids, *b.event_ids}),
+            "identifiers": sorted({*a.identifiers, *b.identifiers}),
+        }
+    )
+    update: dict[str, Any] = {}
+    for name in ("outcome", "agent_id", "agent_name", "queue", "subject", "transcript"):
+        if getattr(merged, name) is None:
+            update[name] = getattr(first, name)
+    n = policy.items_per_interaction
+    update["messages"], m = _capped([*a.messages, *b.messages], n)
+    update["pages"], p = _capped([*a.pages, *b.pages], n)
+    update["products"], q = _capped([*a.products, *b.products], n)
+    update["dropped_items"] = a.dropped_items + b.dropped_items + m + p + q
+    return merged.model_copy(update=update)
+
+
+# -- bounds ------------------------------------------------------------------------------
+def _bound(ctx: CustomerContext, policy: ContextPolicy) -> CustomerContext:
+    """Apply the window and caps; count what falls out in ``archived``."""
+    timeline = sorted(ctx.timeline, key=_order, reverse=True)
+    if not timeline:
+        return ctx
+    start = timeline[0].occurred_at - timedelta(days=policy.window_days)
+    keep = [e for e in timeline if e.occurred_at >= start][: policy.timeline_limit]
+    kept = {e.event_id for e in keep}
+    out = [e for e in timeline if e.event_id not in kept]
+    interactions = sorted(ctx.interactions, key=lambda i: i.last_at, reverse=True)
+    kept_i = [i for i in interactions if i.last_at >= start][: policy.interaction_limit]
+    gone_i = len(interactions) - len(kept_i)
+    if not out and not gone_i:
+        return ctx.model_copy(update={"timeline": timeline, "interactions": interactions})
+    a = ctx.archived
+    by_channel = Counter(a.by_channel)
+    by_channel.update(e.channel.value for e in out)
+    times = [t for t in (a.oldest_at, a.newest_at, *(e.occurred_at for e in out)) if t]
+    archived = Archived(
+        events=a.events + len(out),
+        interactions=a.interactions + gone_i,
+        by_channel=dict(by_channel),
+        oldest_at=min(times, default=None),
+        newest_at=max(times, default=None),
+    )
+    return ctx.model_copy(update={"timeline": keep, "interactions": kept_i, "archived": archived})
+
+
+def _too_old(ctx: CustomerContext, at: datetime, event_id: str, policy: ContextPolicy) -> bool:
+    """An event older than anything the bounded timeline keeps: it may be a duplicate that
+    already fell out, so it is not counted again."""
+    if not ctx.timeline:
+        return False
+    newest = ctx.timeline[0].occurred_at
+    if at < newest - timedelta(days=policy.window_days):
+        return True
+    return len(ctx.timeline) >= policy.timeline_limit and (at, event_id) < _order(ctx.timeline[-1])
+
+
+# -- folding -----------------------------------------------------------------------------
 def apply_event(
     ctx: CustomerContext | None,
     customer_id: str,
     event: RawEvent,
     identifiers: Sequence[Identifier],
-    timeline_limit: int,
+    policy: ContextPolicy,
 ) -> CustomerContext | None:
     """Fold one event into a customer's context; ``None`` when it changes nothing."""
     ctx = ctx or CustomerContext(customer_id=customer_id)
     if any(e.event_id == event.event_id for e in ctx.timeline):
         return None
-    timeline = ctx.timeline
-    if len(timeline) >= timeline_limit and _order(entry_for(event)) < _order(timeline[-1]):
-        # Older than anything the capped timeline keeps: it may be a duplicate that already
-        # fell out, so it is not counted again.
+    if _too_old(ctx, event.occurred_at, event.event_id, policy):
         return None
     traits = dict(ctx.traits)
     for name, value in event.traits.items():
-        candidate = TraitValue(
+        seen = TraitValue(
             value=value,
             event_id=event.event_id,
             channel=event.channel,
+            source=event.source,
             observed_at=event.occurred_at,
         )
-        if _newer(candidate, traits.get(name)):
-            traits[name] = candidate
+        traits[name] = reconcile(traits.get(name), seen, policy.trait(name))
+    consent = dict(ctx.consent)
+    if (decision := consent_of(event)) is not None and _newer_consent(
+        consent.get(decision.channel), decision
+    ):
+        consent[decision.channel] = decision
+    interactions = list(ctx.interactions)
+    iid: str | None = None
+    contribution = classify(event, policy)
+    if contribution is not None:
+        iid, found = _target(interactions, contribution, event.occurred_at)
+        if iid:
+            folded = _fold(found, iid, contribution, event, policy)
+            interactions = [i for i in interactions if i.interaction_id != iid] + [folded]
+        else:
+            iid = None
     counts = Counter(ctx.channel_counts)
     counts[event.channel.value] += 1
-    entries = sorted([*timeline, entry_for(event)], key=_order, reverse=True)[:timeline_limit]
-    return ctx.model_copy(
+    updated = ctx.model_copy(
         update={
             "identifiers": _union_identifiers(ctx.identifiers, identifiers),
             "traits": traits,
-            "timeline": entries,
+            "consent": consent,
+            "timeline": [*ctx.timeline, entry_for(event, iid)],
+            "interactions": interactions,
             "channel_counts": dict(counts),
             "first_seen": min(filter(None, (ctx.first_seen, event.occurred_at))),
             "last_seen": max(filter(None, (ctx.last_seen, event.occurred_at))),
             "version": ctx.version + 1,
         }
     )
+    return derive(_bound(updated, policy), policy)
 
 
 def absorb(
-    into: CustomerContext, other: CustomerContext, timeline_limit: int
+    into: CustomerContext, other: CustomerContext, policy: ContextPolicy
 ) -> CustomerContext | None:
     """Merge a merged-away customer's context into the survivor; ``None`` if already done."""
     if other.customer_id == into.customer_id or other.customer_id in into.merged_from:
         return None
-    merged = _combine(into, other, timeline_limit)
+    merged = _combine(into, other, policy)
     merged_from = sorted({*merged.merged_from, other.customer_id})
     return merged.model_copy(update={"merged_from": merged_from})
 
 
-def restore(into: CustomerContext, part: CustomerContext, timeline_limit: int) -> CustomerContext:
+def restore(into: CustomerContext, part: CustomerContext, policy: ContextPolicy) -> CustomerContext:
     """Fold the part of a split customer's context that belongs to ``into``."""
-    return _combine(into, part, timeline_limit)
+    return _combine(into, part, policy)
 
 
-def _combine(into: CustomerContext, other: CustomerContext, timeline_limit: int) -> CustomerContext:
+def _combine(
+    into: CustomerContext, other: CustomerContext, policy: ContextPolicy
+) -> CustomerContext:
     ours = {e.event_id for e in into.timeline}
     overlap = Counter(e.channel.value for e in other.timeline if e.event_id in ours)
     counts = Counter(into.channel_counts)
@@ -117,42 +417,75 @@ def _combine(into: CustomerContext, other: CustomerContext, timeline_limit: int)
     counts.subtract(overlap)
     traits = dict(into.traits)
     for name, value in other.traits.items():
-        if _newer(value, traits.get(name)):
-            traits[name] = value
+        traits[name] = reconcile(traits.get(name), value, policy.trait(name))
+    consent = dict(into.consent)
+    for channel, decision in other.consent.items():
+        if _newer_consent(consent.get(channel), decision):
+            consent[channel] = decision
     entries = {e.event_id: e for e in (*into.timeline, *other.timeline)}
-    timeline = sorted(entries.values(), key=_order, reverse=True)[:timeline_limit]
+    by_id = {i.interaction_id: i for i in into.interactions}
+    for i in other.interactions:
+        prior = by_id.get(i.interaction_id)
+        by_id[i.interaction_id] = i if prior is None else _merge_interactions(prior, i, policy)
+    a, b = into.archived, other.archived
+    by_channel = Counter(a.by_channel)
+    by_channel.update(b.by_channel)
+    oldest = [t for t in (a.oldest_at, b.oldest_at) if t]
+    newest = [t for t in (a.newest_at, b.newest_at) if t]
     seen = [t for t in (into.first_seen, other.first_seen) if t is not None]
     last = [t for t in (into.last_seen, other.last_seen) if t is not None]
-    return into.model_copy(
+    combined = into.model_copy(
         update={
             "identifiers": _union_identifiers(into.identifiers, other.identifiers),
             "traits": traits,
-            "timeline": timeline,
+            "consent": consent,
+            "timeline": list(entries.values()),
+            "interactions": list(by_id.values()),
             "channel_counts": {k: v for k, v in counts.items() if v > 0},
+            "archived": Archived(
+                events=a.events + b.events,
+                interactions=a.interactions + b.interactions,
+                by_channel=dict(by_channel),
+                oldest_at=min(oldest, default=None),
+                newest_at=max(newest, default=None),
+            ),
+            "fired_triggers": _recent_fired([*into.fired_triggers, *other.fired_triggers], policy),
             "merged_from": sorted({*into.merged_from, *other.merged_from}),
             "first_seen": min(seen) if seen else None,
             "last_seen": max(last) if last else None,
             "version": max(into.version, other.version) + 1,
         }
     )
+    return derive(_bound(combined, policy), policy)
+
+
+def _recent_fired(ids: Iterable[str], policy: ContextPolicy) -> list[str]:
+    unique = list(dict.fromkeys(ids))
+    return unique[-policy.fired_trigger_limit :]
 
 
 def split_context(
-    ctx: CustomerContext, pieces: dict[str, list[str]], id_map: dict[str, str]
+    ctx: CustomerContext,
+    pieces: dict[str, list[str]],
+    id_map: dict[str, str],
+    policy: ContextPolicy,
 ) -> dict[str, CustomerContext]:
     """Divide a customer's context among the pieces of a split.
 
-    Each timeline entry follows the piece that holds its event's identifiers, and each
-    trait follows the event that set it. An entry none of whose identifiers survived the
-    split (the removed link's own event, say) stays with the split customer's piece, as
-    do counts the capped timeline no longer itemises.
+    Each timeline entry and interaction follows the piece that holds its identifiers, and
+    each trait and consent decision follows the event that set it. Whatever none of the
+    surviving identifiers claims (the removed link's own event, say) stays with the split
+    customer's piece, as do the counts the bounded timeline no longer itemises.
     """
     home = ctx.customer_id if ctx.customer_id in pieces else min(pieces, default=ctx.customer_id)
     owner_of = {key: cid for cid, keys in pieces.items() for key in keys}
+
+    def owner(keys: Iterable[str]) -> str:
+        return next((owner_of[k] for k in keys if k in owner_of), home)
+
     entries: dict[str, list[TimelineEntry]] = {cid: [] for cid in {*pieces, home}}
     for entry in ctx.timeline:
-        cid = next((owner_of[k] for k in entry.identifiers if k in owner_of), home)
-        entries[cid].append(entry)
+        entries[owner(entry.identifiers)].append(entry)
     itemised = Counter(e.channel.value for e in ctx.timeline)
     unlisted = Counter(ctx.channel_counts)
     unlisted.subtract(itemised)
@@ -162,15 +495,184 @@ def split_context(
         counts = Counter(e.channel.value for e in mine)
         if cid == home:
             counts.update({k: v for k, v in unlisted.items() if v > 0})
-        out[cid] = CustomerContext(
+        part = CustomerContext(
             customer_id=cid,
             identifiers=[i for i in ctx.identifiers if owner_of.get(i.key) == cid],
             traits={n: t for n, t in ctx.traits.items() if t.event_id in event_ids},
+            consent={n: c for n, c in ctx.consent.items() if c.event_id in event_ids},
             timeline=mine,
+            interactions=[i for i in ctx.interactions if owner(i.identifiers) == cid],
             channel_counts=dict(counts),
+            archived=ctx.archived if cid == home else Archived(),
+            fired_triggers=ctx.fired_triggers,
             merged_from=sorted(m for m in ctx.merged_from if id_map.get(m) == cid and m != cid),
             first_seen=min((e.occurred_at for e in mine), default=None),
             last_seen=max((e.occurred_at for e in mine), default=None),
             version=ctx.version + 1,
         )
+        out[cid] = derive(part, policy)
     return out
+
+
+# -- derived context ---------------------------------------------------------------------
+def _addresses(ctx: CustomerContext) -> list[str]:
+    reachable: dict[str, None] = {}
+    for ident in ctx.identifiers:
+        for channel in ADDRESS_CHANNELS.get(ident.type, ()):
+            reachable[channel] = None
+    return list(reachable)
+
+
+def _medium(i: Interaction) -> str:
+    if i.channel is Channel.SOCIAL:
+        return i.interaction_id.split(":", 1)[0].replace("messenger_psid", "messenger")
+    return i.channel.value
+
+
+def _language(ctx: CustomerContext) -> str | None:
+    for name in ("language", "locale", "preferred_language"):
+        value = ctx.traits.get(name)
+        if value is not None and isinstance(value.value, str) and len(value.value) >= 2:
+            return value.value[:2].lower()
+    return None
+
+
+def _vip(ctx: CustomerContext, policy: ContextPolicy) -> bool:
+    vip = ctx.traits.get("vip")
+    tier = ctx.traits.get("tier")
+    tiers = {t.lower() for t in policy.vip_tiers}
+    return bool(vip and vip.value is True) or bool(
+        tier and isinstance(tier.value, str) and tier.value.lower() in tiers
+    )
+
+
+def derive(ctx: CustomerContext, policy: ContextPolicy) -> CustomerContext:
+    """Recompute ``routing`` and ``pending_triggers`` from the rest of the context."""
+    by_start = sorted(ctx.interactions, key=lambda i: (i.started_at, i.interaction_id))
+    contacts = [i for i in by_start if i.kind in CONTACT_KINDS]
+    threads: dict[str, Interaction] = {}
+    for i in contacts:
+        if i.kind == "conversation":
+            threads[i.interaction_id.split("@", 1)[0]] = i  # the latest thread per address
+    open_conversations = [
+        OpenConversation(
+            interaction_id=i.interaction_id,
+            channel=i.channel,
+            since=i.started_at,
+            last_at=i.last_at,
+            agent_id=i.agent_id,
+        )
+        for i in sorted(threads.values(), key=lambda i: i.last_at, reverse=True)
+        if i.status == "open"
+    ]
+    with_agent = [i for i in ctx.interactions if i.agent_id]
+    last = max(with_agent, key=lambda i: (i.last_at, i.interaction_id), default=None)
+    last_agent = (
+        None
+        if last is None or last.agent_id is None
+        else AgentRef(
+            agent_id=last.agent_id,
+            agent_name=last.agent_name,
+            channel=last.channel,
+            interaction_id=last.interaction_id,
+            at=last.last_at,
+        )
+    )
+    opted_out = {c for c, d in ctx.consent.items() if d.status == "opted_out"}
+    used: dict[str, datetime] = {}
+    for i in ctx.interactions:
+        medium = _medium(i)
+        used[medium] = max(used.get(medium, i.last_at), i.last_at)
+    reachable = [c for c in _addresses(ctx) if c not in opted_out]
+    reachable.sort(key=lambda c: (-(used[c].timestamp()) if c in used else 0.0, c))
+    routing = Routing(
+        open_conversations=open_conversations,
+        last_agent=last_agent,
+        repeat_contact=_repeat_contact(contacts, policy),
+        unresolved_self_service=_unresolved_self_service(by_start, contacts, policy),
+        language=_language(ctx),
+        vip=_vip(ctx, policy),
+        contactable_channels=reachable,
+    )
+    return ctx.model_copy(
+        update={"routing": routing, "pending_triggers": _pending(ctx, by_start, policy)}
+    )
+
+
+def _repeat_contact(contacts: list[Interaction], policy: ContextPolicy) -> RepeatContact | None:
+    inbound = [i for i in contacts if i.direction != "outbound"]
+    if len(inbound) < 2:
+        return None
+    latest, previous = inbound[-1], inbound[-2]
+    gap_h = max(0.0, (latest.started_at - previous.last_at).total_seconds() / 3600)
+    if gap_h > policy.repeat_contact_hours:
+        return None
+    return RepeatContact(
+        interaction_id=latest.interaction_id,
+        previous_interaction_id=previous.interaction_id,
+        previous_channel=previous.channel,
+        previous_status=previous.status,
+        hours_since_previous=round(gap_h, 3),
+        at=latest.started_at,
+    )
+
+
+def _unresolved_self_service(
+    by_start: list[Interaction], contacts: list[Interaction], policy: ContextPolicy
+) -> SelfServiceAttempt | None:
+    attempts = [i for i in by_start if i.kind == "self_service"]
+    if not attempts or attempts[-1].status != "unresolved":
+        return None
+    attempt = attempts[-1]
+    after = [c for c in contacts if c.started_at >= attempt.last_at]
+    window = timedelta(minutes=policy.self_service_minutes)
+    if after and after[0].started_at - attempt.last_at > window:
+        return None
+    return SelfServiceAttempt(
+        interaction_id=attempt.interaction_id,
+        channel=attempt.channel,
+        what=attempt.self_service or "self-service",
+        at=attempt.last_at,
+        before_interaction_id=after[0].interaction_id if after else None,
+    )
+
+
+def trigger_id(rule: str, interaction_id: str) -> str:
+    return f"{rule}:{interaction_id}"
+
+
+def _pending(
+    ctx: CustomerContext, by_start: list[Interaction], policy: ContextPolicy
+) -> list[PendingTrigger]:
+    rules = policy.triggers
+    fired = set(ctx.fired_triggers)
+    pending: list[PendingTrigger] = []
+    if rules.checkout_abandoned_minutes is not None:
+        activity = [(p.at, p.action, i.interaction_id) for i in by_start for p in i.products]
+        checkouts = [a for a in activity if a[1] == "checkout_started"]
+        if checkouts:
+            at, _, visit = max(checkouts)
+            if not any(a[1] == "order_completed" and a[0] >= at for a in activity):
+                due = at + timedelta(minutes=rules.checkout_abandoned_minutes)
+                pending.append(
+                    PendingTrigger(rule="checkout_abandoned", interaction_id=visit, due_at=due)
+                )
+    if rules.dropped_call_minutes is not None:
+        calls = [i for i in by_start if i.kind == "call"]
+        dropped = [i for i in calls if i.status in DROPPED and i.direction != "outbound"]
+        if dropped:
+            call = dropped[-1]
+            answered_after = any(
+                c.started_at > call.started_at and c.status in ("answered", "completed")
+                for c in calls
+            )
+            if not answered_after:
+                due = call.last_at + timedelta(minutes=rules.dropped_call_minutes)
+                pending.append(
+                    PendingTrigger(
+                        rule="dropped_call_no_callback",
+                        interaction_id=call.interaction_id,
+                        due_at=due,
+                    )
+                )
+    return [p for p in pending if trigger_id(p.rule, p.interaction_id) not in fired]

@@ -23,6 +23,11 @@ SPLITS = Counter(
     "Customers split: by an operator, or un-merged by quarantining a hub.",
     ["reason"],
 )
+TRIGGERS = Counter(
+    "omnistitch_engagement_triggers_total",
+    "Proactive-engagement triggers emitted to engagement.triggers.",
+    ["rule"],
+)
 ERASURES = Counter("omnistitch_identity_erasures_total", "Customers erased on request.")
 REJECTED_LINKS = Counter(
     "omnistitch_identity_rejected_links_total",

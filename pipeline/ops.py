@@ -109,9 +109,16 @@ class EraseOp(_Msg):
     customer_id: str
 
 
+class TickOp(_Msg):
+    """Sent by the trigger timer: this customer has an engagement trigger due."""
+
+    op: Literal["tick"] = "tick"
+    customer_id: str
+
+
 CustomerOp = Annotated[
-    EventOp | MergeOp | AbsorbOp | SplitOp | RestoreOp | RedirectOp | EraseOp,
+    EventOp | MergeOp | AbsorbOp | SplitOp | RestoreOp | RedirectOp | EraseOp | TickOp,
     Field(discriminator="op"),
 ]
-AnyCustomerOp = EventOp | MergeOp | AbsorbOp | SplitOp | RestoreOp | RedirectOp | EraseOp
+AnyCustomerOp = EventOp | MergeOp | AbsorbOp | SplitOp | RestoreOp | RedirectOp | EraseOp | TickOp
 CUSTOMER_OP: TypeAdapter[AnyCustomerOp] = TypeAdapter(CustomerOp)

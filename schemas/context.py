@@ -127,6 +127,9 @@ class Interaction(_Model):
     started_at: AwareDatetime
     last_at: AwareDatetime
     status: InteractionStatus | None = None
+    direction: Literal["inbound", "outbound"] | None = Field(
+        default=None, description="Who started it: the customer, or the business (callback)."
+    )
     outcome: str | None = Field(
         default=None, description="Why it ended: disposition, call status, end reason."
     )

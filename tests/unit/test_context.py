@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from pipeline.context import absorb, apply_event
+from pipeline.context_policy import ContextPolicy
 from schemas.context import CustomerContext
 from schemas.events import Channel, Identifier, RawEvent
 
@@ -28,7 +29,7 @@ def event(eid: str, minute: int, channel: Channel = Channel.WEB, **kw: object) -
 def fold(events: list[RawEvent], cid: str = "c1", limit: int = 100) -> CustomerContext:
     ctx: CustomerContext | None = None
     for ev in events:
-        ctx = apply_event(ctx, cid, ev, ev.identifiers, limit) or ctx
+        ctx = apply_event(ctx, cid, ev, ev.identifiers, ContextPolicy(timeline_limit=limit)) or ctx
     assert ctx is not None
     return ctx
 
@@ -44,7 +45,7 @@ def test_timeline_is_newest_first_whatever_the_arrival_order() -> None:
 
 def test_duplicate_event_changes_nothing() -> None:
     ctx = fold([event("a", 1)])
-    assert apply_event(ctx, "c1", event("a", 1), [EMAIL], 100) is None
+    assert apply_event(ctx, "c1", event("a", 1), [EMAIL], ContextPolicy()) is None
 
 
 def test_latest_trait_wins_by_occurred_at_not_arrival() -> None:
@@ -63,17 +64,17 @@ def test_timeline_is_capped_and_old_stragglers_are_not_recounted() -> None:
     ctx = fold([event(f"e{i}", i) for i in range(10)], limit=3)
     assert [e.event_id for e in ctx.timeline] == ["e9", "e8", "e7"]
     assert ctx.channel_counts == {"web": 10}
-    assert apply_event(ctx, "c1", event("e0", 0), [EMAIL], 3) is None
+    assert apply_event(ctx, "c1", event("e0", 0), [EMAIL], ContextPolicy(timeline_limit=3)) is None
 
 
 def test_absorb_merges_everything_once() -> None:
     survivor = fold([event("a", 1, traits={"name": "A"})], cid="old")
     other = fold([event("b", 2, Channel.CHAT, traits={"name": "B"}), event("a", 1)], cid="young")
-    merged = absorb(survivor, other, 100)
+    merged = absorb(survivor, other, ContextPolicy())
     assert merged is not None
     assert merged.customer_id == "old"
     assert [e.event_id for e in merged.timeline] == ["b", "a"]
     assert merged.channel_counts == {"web": 1, "chat": 1}
     assert merged.traits["name"].value == "B"
     assert merged.merged_from == ["young"]
-    assert absorb(merged, other, 100) is None
+    assert absorb(merged, other, ContextPolicy()) is None
