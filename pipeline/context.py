@@ -647,7 +647,7 @@ def _pending(
     rules = policy.triggers
     fired = set(ctx.fired_triggers)
     pending: list[PendingTrigger] = []
-    if rules.checkout_abandoned_minutes is not None:
+    if rules.checkout_abandoned_minutes:
         activity = [(p.at, p.action, i.interaction_id) for i in by_start for p in i.products]
         checkouts = [a for a in activity if a[1] == "checkout_started"]
         if checkouts:
@@ -657,7 +657,7 @@ def _pending(
                 pending.append(
                     PendingTrigger(rule="checkout_abandoned", interaction_id=visit, due_at=due)
                 )
-    if rules.dropped_call_minutes is not None:
+    if rules.dropped_call_minutes:
         calls = [i for i in by_start if i.kind == "call"]
         dropped = [i for i in calls if i.status in DROPPED and i.direction != "outbound"]
         if dropped:

@@ -35,10 +35,10 @@ class TraitPolicy(_Strict):
 
 
 class TriggerPolicy(_Strict):
-    """Proactive-engagement rules; a rule whose setting is null is off."""
+    """Proactive-engagement rules; a delay of 0 turns its rule off."""
 
-    checkout_abandoned_minutes: float | None = Field(default=30.0, gt=0)
-    dropped_call_minutes: float | None = Field(default=15.0, gt=0)
+    checkout_abandoned_minutes: float = Field(default=30.0, ge=0)
+    dropped_call_minutes: float = Field(default=15.0, ge=0)
     repeat_contact: bool = True
     max_delay_minutes: float = Field(
         default=24 * 60.0,
