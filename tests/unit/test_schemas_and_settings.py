@@ -9,6 +9,7 @@ from omnistitch.cli import cli
 from omnistitch.settings import (
     CollectorSettings,
     LagExporterSettings,
+    RoutingConsumerSettings,
     SettingsError,
     WorkerSettings,
     load,
@@ -59,6 +60,7 @@ def test_every_setting_is_documented_in_the_readme() -> None:
         *WorkerSettings.model_fields,
         *CollectorSettings.model_fields,
         *LagExporterSettings.model_fields,
+        *RoutingConsumerSettings.model_fields,
     }
     missing = [f for f in sorted(fields) if f"`OMNISTITCH_{f.upper()}`" not in readme]
     assert missing == [], "document these settings in README.md or deploy/README.md"
