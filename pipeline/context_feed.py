@@ -33,7 +33,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import (  # type: ignore[import-untyped]  # aiokafka ships no type hints
+    AIOKafkaConsumer,
+    ConsumerRecord,
+)
 from prometheus_client import Counter, Gauge
 
 log = logging.getLogger(__name__)
@@ -123,11 +126,13 @@ class ContextFeed:
         *,
         queue_size: int = 64,
         idle_s: float = 60.0,
+        start_timeout_s: float = 30.0,
     ) -> None:
         self.topic = topic
         self._factory = consumer_factory
         self._queue_size = queue_size
         self._idle_s = idle_s
+        self.start_timeout_s = start_timeout_s
         self._by_key: dict[str, set[Subscription]] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -187,12 +192,15 @@ class ContextFeed:
             consumer = self._factory()
             await consumer.start()
             try:
-                await consumer.topics()  # metadata of every topic, so partitions are known
-                partitions = consumer.partitions_for_topic(self.topic)
-                if not partitions:
-                    raise RuntimeError(f"topic {self.topic!r} has no partitions (missing?)")
-                tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-                consumer.assign(tps)
+                # Without a group, aiokafka assigns every partition of a subscribed topic
+                # (and any added later) to this consumer, as soon as it has the metadata.
+                consumer.subscribe(topics=[self.topic])
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + self.start_timeout_s
+                while not (tps := sorted(consumer.assignment())):
+                    if loop.time() > deadline:
+                        raise RuntimeError(f"no partitions of {self.topic!r} within the timeout")
+                    await asyncio.sleep(0.05)
                 await consumer.seek_to_end(*tps)
                 for tp in tps:  # resolve the positions now: "latest" means latest *now*
                     await consumer.position(tp)

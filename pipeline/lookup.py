@@ -41,8 +41,9 @@ class Candidates:
 def candidates(query: str, rules: Rules = DEFAULT_RULES) -> Candidates:
     """Every identifier key ``query`` could be, normalised, strongest first, no duplicates.
 
-    * ``type:value`` with a configured type: that key first, then the same value under the
-      other types sharing its normaliser (``whatsapp:+1...`` also tries ``phone:+1...``).
+    * ``type:value`` with a configured type (any case): that key first, then the same
+      value under the other types sharing its normaliser (``whatsapp:+1...`` also tries
+      ``phone:+1...``).
     * ``tel:``/``sms:``/``mailto:`` URIs: the phone or email they carry.
     * anything else: each configured type whose normaliser accepts the value, by priority
       (a formatted phone number only as the phone types, "@name" only as the handle types).
@@ -56,13 +57,15 @@ def candidates(query: str, rules: Rules = DEFAULT_RULES) -> Candidates:
     if len(q) > MAX_QUERY_LENGTH:
         raise InvalidQuery(f"q is longer than {MAX_QUERY_LENGTH} characters")
     scheme, sep, rest = q.partition(":")
-    if sep and scheme.casefold() in _SCHEMES and rest.strip():
-        kind = _SCHEMES[scheme.casefold()]
+    scheme = scheme.strip().casefold()
+    if sep and scheme in _SCHEMES:
         value = rest.strip().removeprefix("//").split("?", 1)[0]
-        return Candidates(_same_normaliser(rules, kind, value, first=None), typed=True)
-    if _TYPE_PREFIX.match(q) and rules.rule(scheme) is not None:
+        if not value:
+            raise InvalidQuery(f"{q!r} has no {_SCHEMES[scheme]} after the scheme")
+        return Candidates(_same_normaliser(rules, _SCHEMES[scheme], value, first=None), True)
+    if sep and _TYPE_PREFIX.match(scheme + ":") and rules.rule(scheme) is not None:
         try:
-            first = parse_identifier_key(q, rules)
+            first = parse_identifier_key(f"{scheme}:{rest}", rules)
         except ValueError as exc:
             raise InvalidQuery(str(exc)) from None
         return Candidates(_same_normaliser(rules, scheme, first.value, first=first.key), True)
