@@ -12,18 +12,15 @@ become markup. A screenshot is kept in ``test-artifacts/agent-desktop.png``.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect
 
 from connectors.webchat.identity import identifier_hash
 from schemas.context import CustomerContext
@@ -32,21 +29,8 @@ from tests.processes import Process, http_json, wait_for
 
 WRITE_KEY = "desk-write-key"
 CHAT_SECRET = "desk-chat-secret-0123456789"
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
 XSS = '<img src=x onerror="window.__pwned = 1">'
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert CHROMIUM.exists(), "Chromium is missing: `make system-deps` installs it"
-    args = ["--no-sandbox"] if os.geteuid() == 0 else []
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def chat_event(n: int, text: str, author: str = "visitor", **extra: Any) -> dict[str, Any]:

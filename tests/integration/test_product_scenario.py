@@ -6,7 +6,8 @@
    visit's anonymous id, their phone and email).
 3. The chat is abandoned (``conversation_ended``, ``visitor_left``).
 4. A callback call (an outbound CTI contact) is answered by an agent, who sees through the
-   API the chat transcript and the products viewed, with no repeat from the customer.
+   API and on the agent desktop page (headless Chromium) the chat transcript and the
+   products viewed, with no repeat from the customer.
 5. A week later an SMS reply (Twilio) lands in the same timeline, as an open conversation.
 6. STOP by SMS removes SMS from the channels proactive engagement may use: a dropped call
    afterwards raises ``repeat_contact`` and ``dropped_call_no_callback`` triggers that
@@ -21,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
+import shutil
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -31,11 +34,12 @@ from urllib.parse import quote, urlencode
 
 import httpx
 from confluent_kafka import Consumer
+from playwright.sync_api import Browser, expect
 from twilio.request_validator import RequestValidator
 
 from connectors.webchat.identity import identifier_hash
 from schemas.context import CustomerContext, EngagementTrigger
-from tests.conftest import free_port
+from tests.conftest import REPO, free_port
 from tests.processes import Process, http_json, wait_for
 
 WRITE_KEY = "scenario-write-key"
@@ -44,6 +48,7 @@ TWILIO_TOKEN = "scenario-twilio-auth-token"
 CTI_SECRET = "scenario-cti-secret-0123456789"
 PHONE = "+14155550199"
 EMAIL = "mia@example.com"
+ARTIFACTS = REPO / "test-artifacts"
 
 
 def iso(t: datetime) -> str:
@@ -151,7 +156,9 @@ def read_triggers(bootstrap: str, topic: str, timeout_s: float) -> list[Engageme
     return found
 
 
-def test_browse_chat_callback_sms_stop(worker_env: dict[str, str], tmp_path: Path) -> None:
+def test_browse_chat_callback_sms_stop(
+    worker_env: dict[str, str], tmp_path: Path, browser: Browser
+) -> None:
     policy = tmp_path / "context.toml"
     policy.write_text("[triggers]\ndropped_call_minutes = 0.05\ncheckout_abandoned_minutes = 0\n")
     env = {
@@ -288,6 +295,16 @@ def test_browse_chat_callback_sms_stop(worker_env: dict[str, str], tmp_path: Pat
         assert ctx.routing.repeat_contact is None  # a callback is not the customer calling
         assert ctx.traits["name"].value == "Mia"
         assert ctx.traits["name"].source == "webchat"
+        # The agent's desktop shows the same, found by the number they are calling.
+        page = browser.new_page()
+        page.goto(f"{api}/agent")
+        page.get_by_test_id("lookup-input").fill("(415) 555-0199")
+        page.get_by_test_id("lookup-submit").click()
+        expect(page.get_by_test_id("customer-name")).to_have_text("Mia")
+        expect(page.get_by_test_id("message").filter(has_text=question)).to_have_count(1)
+        expect(page.get_by_test_id("product").filter(has_text="Trail Runner 2")).to_have_count(1)
+        expect(page.get_by_test_id("last-agent")).to_contain_text("Sam")
+        page.screenshot(path=str(tmp_path / "callback.png"), full_page=True)
 
         # 5. A week later: an SMS lands in the same timeline, as an open conversation.
         send.sms("SMmia1", "Are they back in stock?")
@@ -309,6 +326,16 @@ def test_browse_chat_callback_sms_stop(worker_env: dict[str, str], tmp_path: Pat
         assert ctx.consent["sms"].event_id == "twilio:sms:SMmia2:consent"
         assert "sms" not in ctx.routing.contactable_channels
         assert {"voice", "email"} <= set(ctx.routing.contactable_channels)
+        # The open page followed live: the SMS thread and the opt-out are on it.
+        expect(
+            page.get_by_test_id("message").filter(has_text="Are they back in stock?")
+        ).to_have_count(1, timeout=30_000)
+        expect(page.get_by_test_id("consent-sms")).to_have_class(
+            re.compile(r"\bopted-out\b"), timeout=30_000
+        )
+        page.screenshot(path=str(tmp_path / "after-stop.png"), full_page=True)
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copyfile(tmp_path / "after-stop.png", ARTIFACTS / "product-scenario.png")
         # ...so the trigger a dropped call raises offers every channel but SMS.
         send.twilio_post(
             "/twilio/voice",
