@@ -6,24 +6,32 @@ allow it, because the pipeline delivers at least once and merges race with event
 * an event already on the timeline changes nothing (dedupe by event id);
 * the timeline is ordered by ``occurred_at`` whatever the arrival order, and an interaction
   keeps its messages and pages in time order, so a late event lands in its place;
+* a thread or visit is named by its earliest event, and one that a late event (or a
+  merge) brings within the gap of another is joined with it; a chat transcript does not
+  repeat the messages received live;
 * each trait is reconciled by its configured rule (most recent, source priority, most
-  frequent), with the provenance of the value chosen;
+  frequent), with the provenance of the value chosen, the same in any order;
 * absorbing a customer that was already absorbed changes nothing.
 
 Bounds: the timeline keeps ``window_days`` (measured from the customer's newest event, so
-a replay folds the same way as live traffic) and at most ``timeline_limit`` entries;
-interactions likewise, and at most ``items_per_interaction`` messages or pages each. What
-falls out is counted in ``archived``. ``routing`` and ``pending_triggers`` are derived
-from the rest after every change (:func:`derive`).
+a replay folds the same way as live traffic) and at most ``timeline_limit`` entries, each
+with the event's properties trimmed (``text_limit`` characters, :data:`PROPERTY_ITEMS`
+items); interactions likewise, and at most ``items_per_interaction`` messages, pages,
+products and event ids each. What falls out is counted in ``archived``. ``routing`` and
+``pending_triggers`` are derived from the rest after every change (:func:`derive`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any
+
+from pydantic import JsonValue
 
 from pipeline.context_policy import ContextPolicy, TraitPolicy
 from pipeline.interactions import Contribution, classify
@@ -33,12 +41,15 @@ from schemas.context import (
     Consent,
     CustomerContext,
     Interaction,
+    InteractionKind,
     InteractionStatus,
+    Message,
     OpenConversation,
     PendingTrigger,
     RepeatContact,
     Routing,
     SelfServiceAttempt,
+    Sighting,
     TimelineEntry,
     TraitValue,
 )
@@ -57,12 +68,20 @@ ADDRESS_CHANNELS = {
     "email": ("email",),
     "messenger_psid": ("messenger",),
 }
+#: Candidate values a most_frequent trait keeps counting.
+MAX_CANDIDATES = 8
 UNSUBSCRIBE_EVENTS = {"Unsubscribed": "opted_out", "Email Unsubscribed": "opted_out"}
 SUBSCRIBE_EVENTS = {"Subscribed": "opted_in", "Email Subscribed": "opted_in"}
 
 
 def _order(entry: TimelineEntry) -> tuple[datetime, str]:
     return (entry.occurred_at, entry.event_id)
+
+
+#: Sort keys (C-level: the bounds run on every event).
+_ENTRY_ORDER = attrgetter("occurred_at", "event_id")
+_INTERACTION_ORDER = attrgetter("last_at", "interaction_id")
+_ITEM_ORDER = attrgetter("at", "event_id")
 
 
 def _union_identifiers(a: Iterable[Identifier], b: Iterable[Identifier]) -> list[Identifier]:
@@ -94,33 +113,58 @@ def _value_key(value: Any) -> str:
 def reconcile(current: TraitValue | None, seen: TraitValue, policy: TraitPolicy) -> TraitValue:
     """The value a trait keeps once ``seen`` (one assertion, or a whole other customer's
     reconciled value) is folded into ``current``."""
+    if policy.rule == "most_frequent":
+        return _most_frequent([v for v in (current, seen) if v is not None])
     if current is None:
-        if policy.rule == "most_frequent" and not seen.candidates:
-            seen = seen.model_copy(update={"candidates": {_value_key(seen.value): 1}})
         return seen.model_copy(update={"rule": policy.rule})
     if policy.rule == "most_recent":
         newer = _recency(seen) > _recency(current)
         return (seen if newer else current).model_copy(update={"rule": "most_recent"})
-    if policy.rule == "source_priority":
-        better = (_rank(seen, policy), *_recency(seen)) > (
-            _rank(current, policy),
-            *_recency(current),
-        )
-        return (seen if better else current).model_copy(update={"rule": "source_priority"})
-    # most_frequent: add up the sightings of each value, keep the most seen.
-    counts = Counter(current.candidates or {_value_key(current.value): current.sightings})
-    counts.update(seen.candidates or {_value_key(seen.value): seen.sightings})
-    top = dict(counts.most_common(8))
-    ck, sk = _value_key(current.value), _value_key(seen.value)
-    if sk == ck:
-        base = seen if _recency(seen) > _recency(current) else current
-    elif (top.get(sk, 0), *_recency(seen)) > (top.get(ck, 0), *_recency(current)):
-        base = seen
-    else:
-        base = current
-    bk = _value_key(base.value)
-    return base.model_copy(
-        update={"rule": "most_frequent", "candidates": top, "sightings": counts[bk]}
+    better = (_rank(seen, policy), *_recency(seen)) > (_rank(current, policy), *_recency(current))
+    return (seen if better else current).model_copy(update={"rule": "source_priority"})
+
+
+def _sighting(value: TraitValue) -> Sighting:
+    return Sighting(
+        event_id=value.event_id,
+        channel=value.channel,
+        source=value.source,
+        observed_at=value.observed_at,
+    )
+
+
+def _sighting_order(s: Sighting) -> tuple[datetime, str]:
+    return (s.observed_at, s.event_id)
+
+
+def _most_frequent(values: Sequence[TraitValue]) -> TraitValue:
+    """The most asserted value, ties to the one asserted most recently. Each candidate
+    keeps its count and latest sighting, so the value chosen and its provenance are the
+    same whatever order the assertions (or the customers holding them) are folded in."""
+    counts: Counter[str] = Counter()
+    latest: dict[str, Sighting] = {}
+    for value in values:
+        own = _value_key(value.value)
+        counts.update(value.candidates or {own: value.sightings})
+        for key, s in [*value.latest.items(), (own, _sighting(value))]:
+            if key not in latest or _sighting_order(s) > _sighting_order(latest[key]):
+                latest[key] = s
+
+    def rank(key: str) -> tuple[int, datetime, str]:
+        return (counts[key], *_sighting_order(latest[key]))
+
+    ranked = sorted(latest, key=rank, reverse=True)[:MAX_CANDIDATES]
+    top = latest[ranked[0]]
+    return TraitValue(
+        value=json.loads(ranked[0]),
+        event_id=top.event_id,
+        channel=top.channel,
+        source=top.source,
+        observed_at=top.observed_at,
+        rule="most_frequent",
+        sightings=counts[ranked[0]],
+        candidates={k: counts[k] for k in ranked},
+        latest={k: latest[k] for k in ranked},
     )
 
 
@@ -151,8 +195,18 @@ def _newer_consent(a: Consent | None, b: Consent) -> bool:
 
 
 # -- interactions ------------------------------------------------------------------------
-def entry_for(event: RawEvent, interaction_id: str | None = None) -> TimelineEntry:
-    """The timeline entry an event contributes."""
+#: Items of a list, and keys of an object, a timeline entry keeps of an event's properties.
+PROPERTY_ITEMS = 50
+#: A thread's or visit's id: ``<address or visitor>@<its first event, UTC>``.
+_SESSION_ID = re.compile(r"^(.+)@(\d{8}T\d{6}Z)$")
+#: A transcript line's message id: ``<transcript event id>#<line number>``.
+_TRANSCRIPT_LINE = re.compile(r"#\d+$")
+
+
+def entry_for(
+    event: RawEvent, interaction_id: str | None = None, text_limit: int = 2_000
+) -> TimelineEntry:
+    """The timeline entry an event contributes, its properties trimmed (:func:`_compact`)."""
     return TimelineEntry(
         event_id=event.event_id,
         channel=event.channel,
@@ -162,8 +216,22 @@ def entry_for(event: RawEvent, interaction_id: str | None = None) -> TimelineEnt
         occurred_at=event.occurred_at,
         interaction_id=interaction_id,
         identifiers=[i.key for i in event.identifiers],
-        properties=event.properties,
+        properties={k: _compact(v, text_limit) for k, v in event.properties.items()},
     )
+
+
+def _compact(value: JsonValue, text_limit: int) -> JsonValue:
+    """``value`` with strings clipped to ``text_limit`` and lists and objects cut to
+    :data:`PROPERTY_ITEMS`: an entry stays small whatever the provider sent (a 64 KiB mail
+    body, a chat's whole transcript); the interaction keeps the content."""
+    if isinstance(value, str):
+        return value[:text_limit]
+    if isinstance(value, list):
+        return [_compact(v, text_limit) for v in value[:PROPERTY_ITEMS]]
+    if isinstance(value, dict):
+        items = list(value.items())[:PROPERTY_ITEMS]
+        return {k: _compact(v, text_limit) for k, v in items}
+    return value
 
 
 def _target(
@@ -181,16 +249,16 @@ def _target(
     if c.gap is None:
         found = next((i for i in interactions if i.interaction_id == c.key), None)
         return c.key, found
-    prefix = f"{c.key}@"
     near = [
         i
         for i in interactions
-        if i.interaction_id.startswith(prefix) and i.started_at - c.gap <= at <= i.last_at + c.gap
+        if _session_group(i.interaction_id) == c.key
+        and i.started_at - c.gap <= at <= i.last_at + c.gap
     ]
     if near:
         best = min(near, key=lambda i: abs((i.last_at - at).total_seconds()))
         return best.interaction_id, best
-    return f"{prefix}{at.strftime('%Y%m%dT%H%M%SZ')}", None
+    return _session_id(c.key, at), None
 
 
 def _status(current: InteractionStatus | None, new: InteractionStatus | None, later: bool) -> Any:
@@ -201,15 +269,65 @@ def _status(current: InteractionStatus | None, new: InteractionStatus | None, la
     if current in FINAL and new not in FINAL:
         return current
     if new == "completed" and current in DROPPED:
-        return current  # an abandoned call's "ended" does not make it a completed one
+        return current  # an abandoned call's "ended" does not make it a completed one ...
+    if current == "completed" and new in DROPPED:
+        return new  # ... whichever of the two arrives first
     if new in FINAL and current not in FINAL:
         return new
     return new if later else current
 
 
-def _capped(items: list[Any], limit: int) -> tuple[list[Any], int]:
-    items = sorted({i.event_id: i for i in items}.values(), key=lambda i: (i.at, i.event_id))
-    return items[-limit:], max(0, len(items) - limit)
+def _kind(i: Interaction, c: Contribution) -> InteractionKind:
+    """A call that ends in IVR self-service with no agent on it is a self-service attempt."""
+    if {i.kind, c.kind} == {"call", "self_service"}:
+        return "call" if i.agent_id or c.agent_id else "self_service"
+    return i.kind
+
+
+def _agent_name(i: Interaction, c: Contribution) -> str | None:
+    """The name of the contribution's agent; an event naming only the agent id (a chat
+    message) keeps the name already known for that agent."""
+    if c.agent_name is None and c.agent_id == i.agent_id:
+        return i.agent_name
+    return c.agent_name
+
+
+def _recent_ids(ids: Iterable[str], limit: int) -> list[str]:
+    """Each id once, the ``limit`` latest folded in."""
+    return list(dict.fromkeys(ids))[-limit:]
+
+
+def _unique(items: Iterable[Any]) -> list[Any]:
+    """Messages, pages or products: each event once, oldest first."""
+    return sorted({i.event_id: i for i in items}.values(), key=_ITEM_ORDER)
+
+
+def _capped(items: Iterable[Any], limit: int) -> tuple[list[Any], int]:
+    """Each event once, oldest first, the newest ``limit``; and how many fell off."""
+    ordered = _unique(items)
+    return ordered[-limit:], max(0, len(ordered) - limit)
+
+
+def _capped_messages(messages: Iterable[Message], limit: int) -> tuple[list[Message], int]:
+    return _capped(_without_replayed(_unique(messages)), limit)
+
+
+def _without_replayed(messages: list[Message]) -> list[Message]:
+    """Drop the transcript lines that repeat a message received live (same author and
+    text): each live message cancels one such line, whichever of the two arrived first."""
+    if not any("#" in m.event_id for m in messages):
+        return messages  # no transcript lines (the usual case)
+    live: Counter[tuple[str, str | None]] = Counter(
+        (m.author, m.text) for m in messages if m.text and not _TRANSCRIPT_LINE.search(m.event_id)
+    )
+    kept: list[Message] = []
+    for m in messages:
+        key = (m.author, m.text)
+        if live[key] > 0 and _TRANSCRIPT_LINE.search(m.event_id):
+            live[key] -= 1
+            continue
+        kept.append(m)
+    return kept
 
 
 def _fold(
@@ -220,6 +338,7 @@ def _fold(
     policy: ContextPolicy,
 ) -> Interaction:
     at = event.occurred_at
+    n = policy.items_per_interaction
     i = found or Interaction(
         interaction_id=iid,
         kind=c.kind,
@@ -232,10 +351,11 @@ def _fold(
     )
     later = at >= i.last_at
     update: dict[str, Any] = {
+        "kind": _kind(i, c),
         "started_at": min(i.started_at, at),
         "last_at": max(i.last_at, at),
         "status": _status(i.status, c.status, later),
-        "event_ids": [*i.event_ids, event.event_id],
+        "event_ids": _recent_ids([*i.event_ids, event.event_id], n),
         "identifiers": sorted({*i.identifiers, *(x.key for x in event.identifiers)}),
     }
     for name in ("outcome", "agent_id", "queue", "subject", "transcript", "direction"):
@@ -243,68 +363,154 @@ def _fold(
         if value is not None and (later or getattr(i, name) is None):
             update[name] = value
     if c.agent_id is not None and (later or i.agent_id is None):
-        update["agent_name"] = c.agent_name
+        update["agent_name"] = _agent_name(i, c)
     if c.self_service is not None:
         update["self_service"] = c.self_service
     if c.ivr_path and len(c.ivr_path) >= len(i.ivr_path):
-        update["ivr_path"] = c.ivr_path
+        update["ivr_path"] = c.ivr_path[:n]
     elif c.ivr_step and (not i.ivr_path or i.ivr_path[-1] != c.ivr_step[-1]):
-        update["ivr_path"] = [*i.ivr_path, *c.ivr_step]
+        update["ivr_path"] = [*i.ivr_path, *c.ivr_step][:n]
     dropped = i.dropped_items
     if c.messages:
-        seen = {(m.author, m.text) for m in i.messages if m.text}
-        fresh = [
-            m
-            for m in c.messages
-            if not (m.event_id != event.event_id and (m.author, m.text) in seen)
-        ]
-        update["messages"], extra = _capped([*i.messages, *fresh], policy.items_per_interaction)
+        update["messages"], extra = _capped_messages([*i.messages, *c.messages], n)
         dropped += extra
     if c.page is not None:
-        update["pages"], extra = _capped([*i.pages, c.page], policy.items_per_interaction)
+        update["pages"], extra = _capped([*i.pages, c.page], n)
         dropped += extra
     if c.product is not None:
-        update["products"], extra = _capped([*i.products, c.product], policy.items_per_interaction)
+        update["products"], extra = _capped([*i.products, c.product], n)
         dropped += extra
     update["dropped_items"] = dropped
     return i.model_copy(update=update)
 
 
 def _merge_interactions(a: Interaction, b: Interaction, policy: ContextPolicy) -> Interaction:
-    """One interaction seen by two customers before they merged."""
-    first, last = (a, b) if a.last_at <= b.last_at else (b, a)
+    """One interaction seen by two customers before they merged (or two sessions of one
+    thread or visit that a late event joined)."""
+    first, last = (
+        (a, b) if (a.last_at, a.interaction_id) <= (b.last_at, b.interaction_id) else (b, a)
+    )
+    n = policy.items_per_interaction
     merged = last.model_copy(
         update={
             "started_at": min(a.started_at, b.started_at),
             "status": _status(first.status, last.status, True),
             "ivr_path": max(a.ivr_path, b.ivr_path, key=len),
-            "event_ids": sorted({*a.event_ids, *b.event_ids}),
+            "event_ids": _recent_ids([*first.event_ids, *last.event_ids], n),
             "identifiers": sorted({*a.identifiers, *b.identifiers}),
         }
     )
     update: dict[str, Any] = {}
-    for name in ("outcome", "agent_id", "agent_name", "queue", "subject", "transcript"):
+    for name in ("outcome", "agent_id", "queue", "subject", "transcript", "direction"):
         if getattr(merged, name) is None:
             update[name] = getattr(first, name)
-    n = policy.items_per_interaction
-    update["messages"], m = _capped([*a.messages, *b.messages], n)
+    if merged.self_service is None:
+        update["self_service"] = first.self_service
+    agent = update.get("agent_id", merged.agent_id)  # and the name known for that agent:
+    names = [x.agent_name for x in (merged, first) if x.agent_id == agent and x.agent_name]
+    update["agent_name"] = names[0] if names else None
+    update["messages"], m = _capped_messages([*a.messages, *b.messages], n)
     update["pages"], p = _capped([*a.pages, *b.pages], n)
     update["products"], q = _capped([*a.products, *b.products], n)
     update["dropped_items"] = a.dropped_items + b.dropped_items + m + p + q
     return merged.model_copy(update=update)
 
 
+def _session_gap(i: Interaction, policy: ContextPolicy) -> timedelta | None:
+    """The silence that ends a session (an SMS/WhatsApp/Messenger thread, a visit)."""
+    if _session_group(i.interaction_id) is None:
+        return None
+    if i.kind == "visit":
+        return timedelta(minutes=policy.visit_gap_minutes)
+    if i.kind == "conversation":
+        return timedelta(hours=policy.conversation_gap_hours)
+    return None
+
+
+def _session_id(group: str, started_at: datetime) -> str:
+    return f"{group}@{started_at.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def _session_group(interaction_id: str) -> str | None:
+    """The address or visitor of a session id (``sms:+1...@20261120T090000Z``); None for
+    other ids, which may contain ``@`` too (``email:<message id>``, a chat's id)."""
+    match = _SESSION_ID.match(interaction_id)
+    return match.group(1) if match else None
+
+
+def _coalesce(
+    interactions: list[Interaction], policy: ContextPolicy, only: str | None = None
+) -> tuple[list[Interaction], dict[str, str]]:
+    """Sessions of one address or visitor (threads, visits) as the gap divides them now:
+    joined when a late event filled the silence between them, or when two customers each
+    held part of one; each named by its earliest event, whatever order events arrived in.
+    Returns them with the renames (old id -> new id)."""
+    out: list[Interaction] = []
+    groups: dict[str, list[Interaction]] = {}
+    for i in interactions:
+        group = _session_group(i.interaction_id)
+        if group is None or _session_gap(i, policy) is None or only not in (None, group):
+            out.append(i)
+        else:
+            groups.setdefault(group, []).append(i)
+    renames: dict[str, str] = {}
+    for group, sessions in groups.items():
+        for session, old_ids in _joined(sessions, policy):
+            new_id = _session_id(group, session.started_at)
+            renames |= {old: new_id for old in old_ids if old != new_id}
+            out.append(session.model_copy(update={"interaction_id": new_id}))
+    return out, renames
+
+
+def _joined(
+    sessions: list[Interaction], policy: ContextPolicy
+) -> list[tuple[Interaction, list[str]]]:
+    """One group's sessions, each joined with the next while no gap separates them; with
+    the ids each joined session had."""
+    sessions = sorted(sessions, key=lambda i: (i.started_at, i.interaction_id))
+    joined = [(sessions[0], [sessions[0].interaction_id])]
+    for nxt in sessions[1:]:
+        current, old_ids = joined[-1]
+        gap = _session_gap(nxt, policy)
+        if gap is not None and nxt.started_at <= current.last_at + gap:
+            merged = _merge_interactions(current, nxt, policy)
+            joined[-1] = (merged, [*old_ids, nxt.interaction_id])
+        else:
+            joined.append((nxt, [nxt.interaction_id]))
+    return joined
+
+
+def _renamed(
+    timeline: list[TimelineEntry], fired: list[str], renames: dict[str, str]
+) -> tuple[list[TimelineEntry], list[str]]:
+    """Timeline entries and fired trigger ids pointing at the joined sessions' ids."""
+    if not renames:
+        return timeline, fired
+    entries = [
+        e.model_copy(update={"interaction_id": renames[e.interaction_id]})
+        if e.interaction_id in renames
+        else e
+        for e in timeline
+    ]
+    triggers = []
+    for tid in fired:
+        rule, _, iid = tid.partition(":")
+        triggers.append(trigger_id(rule, renames[iid]) if iid in renames else tid)
+    return entries, list(dict.fromkeys(triggers))
+
+
 # -- bounds ------------------------------------------------------------------------------
 def _bound(ctx: CustomerContext, policy: ContextPolicy) -> CustomerContext:
     """Apply the window and caps; count what falls out in ``archived``."""
-    timeline = sorted(ctx.timeline, key=_order, reverse=True)
+    timeline = sorted(ctx.timeline, key=_ENTRY_ORDER, reverse=True)
     if not timeline:
         return ctx
     start = timeline[0].occurred_at - timedelta(days=policy.window_days)
-    keep = [e for e in timeline if e.occurred_at >= start][: policy.timeline_limit]
-    kept = {e.event_id for e in keep}
-    out = [e for e in timeline if e.event_id not in kept]
-    interactions = sorted(ctx.interactions, key=lambda i: i.last_at, reverse=True)
+    keep = timeline[: policy.timeline_limit]
+    if keep[-1].occurred_at < start:  # the window ends inside the cap
+        keep = [e for e in keep if e.occurred_at >= start]
+    out = timeline[len(keep) :]  # newest first: what is kept is a prefix
+    interactions = sorted(ctx.interactions, key=_INTERACTION_ORDER, reverse=True)
     kept_i = [i for i in interactions if i.last_at >= start][: policy.interaction_limit]
     gone_i = len(interactions) - len(kept_i)
     if not out and not gone_i:
@@ -344,7 +550,7 @@ def apply_event(
 ) -> CustomerContext | None:
     """Fold one event into a customer's context; ``None`` when it changes nothing."""
     ctx = ctx or CustomerContext(customer_id=customer_id)
-    if any(e.event_id == event.event_id for e in ctx.timeline):
+    if event.event_id in [e.event_id for e in ctx.timeline]:
         return None
     if _too_old(ctx, event.occurred_at, event.event_id, policy):
         return None
@@ -363,25 +569,16 @@ def apply_event(
         consent.get(decision.channel), decision
     ):
         consent[decision.channel] = decision
-    interactions = list(ctx.interactions)
-    iid: str | None = None
-    contribution = classify(event, policy)
-    if contribution is not None:
-        iid, found = _target(interactions, contribution, event.occurred_at)
-        if iid:
-            folded = _fold(found, iid, contribution, event, policy)
-            interactions = [i for i in interactions if i.interaction_id != iid] + [folded]
-        else:
-            iid = None
+    placed, iid = _place(ctx, event, policy)
     counts = Counter(ctx.channel_counts)
     counts[event.channel.value] += 1
     updated = ctx.model_copy(
         update={
+            **placed,
             "identifiers": _union_identifiers(ctx.identifiers, identifiers),
             "traits": traits,
             "consent": consent,
-            "timeline": [*ctx.timeline, entry_for(event, iid)],
-            "interactions": interactions,
+            "timeline": [*placed["timeline"], entry_for(event, iid, policy.text_limit)],
             "channel_counts": dict(counts),
             "first_seen": min(filter(None, (ctx.first_seen, event.occurred_at))),
             "last_seen": max(filter(None, (ctx.last_seen, event.occurred_at))),
@@ -389,6 +586,34 @@ def apply_event(
         }
     )
     return derive(_bound(updated, policy), policy)
+
+
+def _place(
+    ctx: CustomerContext, event: RawEvent, policy: ContextPolicy
+) -> tuple[dict[str, Any], str | None]:
+    """The interactions once ``event`` is folded into the one it belongs to (and sessions
+    it joins are coalesced: timeline and fired triggers follow), and that interaction."""
+    placed: dict[str, Any] = {
+        "interactions": ctx.interactions,
+        "timeline": ctx.timeline,
+        "fired_triggers": ctx.fired_triggers,
+    }
+    contribution = classify(event, policy)
+    if contribution is None:
+        return placed, None
+    iid, found = _target(ctx.interactions, contribution, event.occurred_at)
+    if not iid:
+        return placed, None
+    folded = _fold(found, iid, contribution, event, policy)
+    interactions = [i for i in ctx.interactions if i.interaction_id != iid] + [folded]
+    if contribution.gap is not None:
+        interactions, renames = _coalesce(interactions, policy, only=contribution.key)
+        iid = renames.get(iid, iid)
+        placed["timeline"], placed["fired_triggers"] = _renamed(
+            ctx.timeline, ctx.fired_triggers, renames
+        )
+    placed["interactions"] = interactions
+    return placed, iid
 
 
 def absorb(
@@ -427,6 +652,10 @@ def _combine(
     for i in other.interactions:
         prior = by_id.get(i.interaction_id)
         by_id[i.interaction_id] = i if prior is None else _merge_interactions(prior, i, policy)
+    interactions, renames = _coalesce(list(by_id.values()), policy)
+    timeline, fired = _renamed(
+        list(entries.values()), [*into.fired_triggers, *other.fired_triggers], renames
+    )
     a, b = into.archived, other.archived
     by_channel = Counter(a.by_channel)
     by_channel.update(b.by_channel)
@@ -439,8 +668,8 @@ def _combine(
             "identifiers": _union_identifiers(into.identifiers, other.identifiers),
             "traits": traits,
             "consent": consent,
-            "timeline": list(entries.values()),
-            "interactions": list(by_id.values()),
+            "timeline": timeline,
+            "interactions": interactions,
             "channel_counts": {k: v for k, v in counts.items() if v > 0},
             "archived": Archived(
                 events=a.events + b.events,
@@ -449,7 +678,7 @@ def _combine(
                 oldest_at=min(oldest, default=None),
                 newest_at=max(newest, default=None),
             ),
-            "fired_triggers": _recent_fired([*into.fired_triggers, *other.fired_triggers], policy),
+            "fired_triggers": _recent_fired(fired, policy),
             "merged_from": sorted({*into.merged_from, *other.merged_from}),
             "first_seen": min(seen) if seen else None,
             "last_seen": max(last) if last else None,
@@ -475,7 +704,9 @@ def split_context(
     Each timeline entry and interaction follows the piece that holds its identifiers, and
     each trait and consent decision follows the event that set it. Whatever none of the
     surviving identifiers claims (the removed link's own event, say) stays with the split
-    customer's piece, as do the counts the bounded timeline no longer itemises.
+    customer's piece, as do the counts the bounded timeline no longer itemises and the
+    traits set by events it no longer holds. A consent decision whose event it no longer
+    holds goes to every piece: better to ask again than to message someone who said stop.
     """
     home = ctx.customer_id if ctx.customer_id in pieces else min(pieces, default=ctx.customer_id)
     owner_of = {key: cid for cid, keys in pieces.items() for key in keys}
@@ -486,28 +717,38 @@ def split_context(
     entries: dict[str, list[TimelineEntry]] = {cid: [] for cid in {*pieces, home}}
     for entry in ctx.timeline:
         entries[owner(entry.identifiers)].append(entry)
-    itemised = Counter(e.channel.value for e in ctx.timeline)
+    itemised = {e.event_id for e in ctx.timeline}
     unlisted = Counter(ctx.channel_counts)
-    unlisted.subtract(itemised)
+    unlisted.subtract(e.channel.value for e in ctx.timeline)
     out = {}
     for cid, mine in entries.items():
         event_ids = {e.event_id for e in mine}
         counts = Counter(e.channel.value for e in mine)
+        times = [e.occurred_at for e in mine]
         if cid == home:
             counts.update({k: v for k, v in unlisted.items() if v > 0})
+            times += [t for t in (ctx.archived.oldest_at, ctx.archived.newest_at) if t]
         part = CustomerContext(
             customer_id=cid,
             identifiers=[i for i in ctx.identifiers if owner_of.get(i.key) == cid],
-            traits={n: t for n, t in ctx.traits.items() if t.event_id in event_ids},
-            consent={n: c for n, c in ctx.consent.items() if c.event_id in event_ids},
+            traits={
+                n: t
+                for n, t in ctx.traits.items()
+                if t.event_id in event_ids or (cid == home and t.event_id not in itemised)
+            },
+            consent={
+                n: c
+                for n, c in ctx.consent.items()
+                if c.event_id in event_ids or c.event_id not in itemised
+            },
             timeline=mine,
             interactions=[i for i in ctx.interactions if owner(i.identifiers) == cid],
             channel_counts=dict(counts),
             archived=ctx.archived if cid == home else Archived(),
             fired_triggers=ctx.fired_triggers,
             merged_from=sorted(m for m in ctx.merged_from if id_map.get(m) == cid and m != cid),
-            first_seen=min((e.occurred_at for e in mine), default=None),
-            last_seen=max((e.occurred_at for e in mine), default=None),
+            first_seen=min(times, default=None),
+            last_seen=max(times, default=None),
             version=ctx.version + 1,
         )
         out[cid] = derive(part, policy)
@@ -553,7 +794,8 @@ def derive(ctx: CustomerContext, policy: ContextPolicy) -> CustomerContext:
     threads: dict[str, Interaction] = {}
     for i in contacts:
         if i.kind == "conversation":
-            threads[i.interaction_id.split("@", 1)[0]] = i  # the latest thread per address
+            thread = _session_group(i.interaction_id) or i.interaction_id
+            threads[thread] = i  # the latest thread per address
     open_conversations = [
         OpenConversation(
             interaction_id=i.interaction_id,

@@ -10,7 +10,9 @@ Each connector's events are read by the documented shapes (connectors/README.md)
 * mail groups by thread (``email:<thread id>``: first References, else In-Reply-To);
 * page and screen views, product activity and checkouts group into visits per visitor, a
   new visit after ``visit_gap_minutes`` (``visit:<visitor>@<start>``);
-* help-center article views and IVR self-service flows are self-service attempts.
+* help-center article views (a ``page`` in category ``help``, ``Article Viewed``) and IVR
+  self-service flows (a CTI contact ending ``self_service:<flow>`` with no agent) are
+  self-service attempts.
 
 Events that are not part of an interaction (identify, consent, delivery receipts) stay on
 the timeline only.
@@ -273,10 +275,14 @@ def _cti(event: RawEvent) -> Contribution | None:
     transfer = p.get("transfer")
     if isinstance(transfer, dict):
         c.queue = _str(transfer.get("to_queue")) or c.queue
-        c.agent_id = _str(transfer.get("to_agent_id")) or c.agent_id
+        to_agent = _str(transfer.get("to_agent_id"))
+        if to_agent is not None and to_agent != c.agent_id:
+            c.agent_id, c.agent_name = to_agent, None  # the event's agent is the one leaving
     flow = (c.outcome or "").removeprefix("self_service:")
     if event.name == "ended" and c.outcome and c.outcome.startswith("self_service:"):
         c.self_service = flow or "ivr"
+        if c.agent_id is None:  # the IVR handled it: a resolved self-service attempt
+            c.kind, c.status = "self_service", "resolved"
     return c
 
 
@@ -306,7 +312,7 @@ def _tracking(event: RawEvent, policy: ContextPolicy) -> Contribution | None:
         source=event.source,
         gap=timedelta(minutes=policy.visit_gap_minutes),
     )
-    help_page = event.kind in ("page", "screen") and str(p.get("category", "")).lower() == "help"
+    help_page = event.kind in ("page", "screen") and (_category(event) or "").lower() == "help"
     if help_page or (event.kind == "track" and event.name == ARTICLE_VIEWED):
         what = _str(p.get("article_id")) or event.name or _str(p.get("title")) or "article"
         return Contribution(
@@ -347,6 +353,12 @@ def _tracking(event: RawEvent, policy: ContextPolicy) -> Contribution | None:
     return None
 
 
+def _category(event: RawEvent) -> str | None:
+    """A page's category: Segment sends it beside ``name`` (``analytics.page(category=...)``),
+    not in ``properties``; some clients put it in ``properties``."""
+    return _str(event.properties.get("category")) or _str(event.payload.get("category"))
+
+
 def _page(event: RawEvent) -> PageView:
     p = event.properties
     return PageView(
@@ -355,5 +367,5 @@ def _page(event: RawEvent) -> PageView:
         name=event.name,
         url=_str(p.get("url")) or _str(p.get("path")),
         title=_str(p.get("title")),
-        category=_str(p.get("category")),
+        category=_category(event),
     )

@@ -37,6 +37,16 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Sighting(_Model):
+    """One event's assertion of a trait value: the provenance of a ``most_frequent``
+    candidate."""
+
+    event_id: str
+    channel: Channel
+    source: str = ""
+    observed_at: AwareDatetime
+
+
 class TraitValue(_Model):
     """A trait's current value with its provenance: which event, channel and time set it."""
 
@@ -52,6 +62,11 @@ class TraitValue(_Model):
     candidates: dict[str, int] = Field(
         default_factory=dict,
         description="most_frequent only: JSON of each value seen -> times asserted (top 8).",
+    )
+    latest: dict[str, Sighting] = Field(
+        default_factory=dict,
+        description="most_frequent only: JSON of each candidate -> its latest sighting, so "
+        "the value chosen and its provenance do not depend on the order events arrive in.",
     )
 
 
