@@ -600,7 +600,12 @@ async def _get_json(url: URL) -> Answer:
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout) as session, session.get(str(url)) as resp:
         body: dict[str, Any] = await resp.json(content_type=None)
-        headers = {k: v for k in _RELAYED if (v := resp.headers.get(k)) is not None}
+        # Content-Type stays behind: the answer is re-serialised here, as JSON.
+        headers = {
+            k: v
+            for k in _RELAYED
+            if k != "Content-Type" and (v := resp.headers.get(k)) is not None
+        }
         return Answer(resp.status, body, headers)
 
 
