@@ -57,6 +57,7 @@ class BenchConfig:
     java_baseline: bool = True
     kafka_records: int = 200_000  # the JVM tools need volume to reach steady state
     timeout_s: float = 1_800.0
+    profile: Path | None = None  # py-spy of the worker while it drains (.svg or stacks)
 
 
 @dataclass
@@ -354,6 +355,18 @@ def measure_latency(
     }
 
 
+def _profile(worker: _Worker, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the worker: a flame graph (``.svg``) or collapsed stacks (other)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    fmt = "flamegraph" if out.suffix == ".svg" else "raw"
+    args = ["record", "--pid", str(worker.proc.pid), "--output", str(out), "--rate", "200"]
+    return subprocess.Popen(
+        [spy, *args, "--format", fmt],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def run_pipeline(cfg: BenchConfig, records: list[tuple[bytes, bytes]]) -> PipelineFigures:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     state = cfg.workdir / prefix.rstrip(".") / "state"
@@ -374,6 +387,7 @@ def run_pipeline(cfg: BenchConfig, records: list[tuple[bytes, bytes]]) -> Pipeli
         _say("worker started; waiting for it to drain the topic")
         _wait("first events", lambda: worker.stages().get("ingest", 0) > 0, 120, worker)
         t0, cpu0 = time.monotonic(), worker.cpu_s()
+        spy = _profile(worker, cfg.profile) if cfg.profile is not None else None
         n = len(records)
         done_at: dict[str, float] = {}
         last_report = t0
@@ -400,6 +414,10 @@ def run_pipeline(cfg: BenchConfig, records: list[tuple[bytes, bytes]]) -> Pipeli
             return False
 
         _wait("the pipeline to drain", drained, cfg.timeout_s, worker)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            spy.wait(120)
+            _say(f"profile: {cfg.profile}")
         seconds = done_at["context"] - t0
         cpu = worker.cpu_s() - cpu0
         figures = PipelineFigures(

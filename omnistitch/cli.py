@@ -254,6 +254,13 @@ def bench(
     latency_seconds: Annotated[float, typer.Option(help="Latency phase length.")] = 20.0,
     java_baseline: Annotated[bool, typer.Option(help="Run Kafka's perf tools too.")] = True,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    profile: Annotated[
+        Path | None,
+        typer.Option(
+            help="Record the worker with py-spy while it drains "
+            "(.svg: a flame graph; otherwise collapsed stacks)."
+        ),
+    ] = None,
 ) -> None:
     """Benchmark one worker against Kafka's and a Python passthrough's ceilings, same run."""
     from omnistitch.bench import BenchConfig, run_bench, to_json
@@ -265,6 +272,7 @@ def bench(
         latency_rate=latency_rate,
         latency_seconds=latency_seconds,
         java_baseline=java_baseline,
+        profile=profile,
         bootstrap=os.environ.get("OMNISTITCH_BOOTSTRAP_SERVERS", ""),
     )
     report = run_bench(cfg)
