@@ -602,9 +602,7 @@ async def _get_json(url: URL) -> Answer:
         body: dict[str, Any] = await resp.json(content_type=None)
         # Content-Type stays behind: the answer is re-serialised here, as JSON.
         headers = {
-            k: v
-            for k in _RELAYED
-            if k != "Content-Type" and (v := resp.headers.get(k)) is not None
+            k: v for k in _RELAYED if k != "Content-Type" and (v := resp.headers.get(k)) is not None
         }
         return Answer(resp.status, body, headers)
 

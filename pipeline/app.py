@@ -29,7 +29,7 @@ from cachetools import LRUCache
 from faust.tables.manager import TableManager
 from pydantic import ValidationError
 
-from omnistitch.kafka_client import faust_credentials
+from omnistitch.kafka_client import client_config, faust_credentials
 from omnistitch.settings import WorkerSettings
 from omnistitch.topics import (
     CUSTOMER_CONTEXT,
@@ -42,7 +42,7 @@ from omnistitch.topics import (
 )
 from pipeline import context as ctxlogic
 from pipeline import metrics as m
-from pipeline import triggers
+from pipeline import offset_gaps, triggers
 from pipeline.context_policy import ContextPolicy, load_context_policy
 from pipeline.dead_letter import dead_letter
 from pipeline.identity import (
@@ -69,6 +69,7 @@ from pipeline.ops import (
     SplitRequest,
     TickOp,
 )
+from pipeline.raw_reader import RangeReader
 from pipeline.rules import Rules, load_rules
 from schemas.context import CustomerContext
 from schemas.events import RawEvent
@@ -176,6 +177,11 @@ class Pipeline:
         def table(name: str, value_type: type) -> faust.types.TableT[str, Any]:
             return app.Table(name, key_type=str, value_type=value_type, partitions=n)
 
+        # The offset of the last raw record the ingest stage processed, per raw partition
+        # (key: the partition number). A table write goes to the changelog partition of the
+        # record being processed (faust's partition_for_key without use_partitioner), so
+        # raw partition p's position lives in changelog partition p and moves with it.
+        self.ingest_positions = table("ingest-positions", int)
         # Identity tables: written only by the identity stage, on the tenant's partition.
         self.identity_tables = IdentityTables(
             owners=table("identity-owners", str),
@@ -219,7 +225,8 @@ class Pipeline:
         t = self.identity_tables
         identity = [t.owners, t.parents, t.nodes, t.hubs, t.suppressed]
         context = [self.contexts, self.redirects, self.last_splits, self.trigger_schedule]
-        return [*cast(list[faust.types.TableT[str, Any]], identity), *context]
+        tables = [self.ingest_positions, *identity, *context]
+        return cast(list[faust.types.TableT[str, Any]], tables)
 
     def internal_topics(self) -> list[TopicSpec]:
         """Topics faust would create itself, created up front instead.
@@ -245,34 +252,101 @@ class Pipeline:
     # -- stage 1: decode, normalise, route to the identity stage ------------------------
     async def _ingest(self, stream: faust.StreamT[bytes]) -> None:
         async for item in stream.events():
-            m.STAGE_EVENTS.labels("ingest").inc()
-            key, value = cast(bytes | None, item.key), cast(bytes, item.value)
-            try:
-                event = RawEvent.model_validate_json(value)
-            except ValidationError as exc:
-                await dead_letter(self.dlq_topic, "invalid_event", str(exc), key, value)
-                continue
-            m.event_in(item.message.topic, event)
-            result = normalise(event.identifiers, self.rules)
-            if not result.identifiers:
-                reasons = "; ".join(str(r) for r in result.rejected) or "no identifiers"
-                await dead_letter(self.dlq_topic, "no_usable_identifier", reasons, key, value)
-                continue
             msg = item.message
-            request = ResolveRequest(
-                event=event.model_copy(update={"identifiers": list(result.identifiers)}),
-                evidence=Evidence(
-                    event_id=event.event_id,
-                    channel=event.channel,
-                    source=event.source,
-                    occurred_at=event.occurred_at,
-                    topic=msg.topic,
-                    partition=msg.partition,
-                    offset=msg.offset,
-                    rule_version=self.rules.version,
-                ),
-            )
-            await self.send_request(request)
+            await self._close_gap(msg.topic, msg.partition, msg.offset)
+            key, value = cast(bytes | None, item.key), cast(bytes | None, item.value)
+            await self._ingest_record(msg.topic, msg.partition, msg.offset, key, value)
+            self._ingested(msg.partition, msg.offset)
+
+    async def _ingest_record(
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> None:
+        """Decode, normalise and route one raw record (a delivered or a re-read one)."""
+        m.STAGE_EVENTS.labels("ingest").inc()
+        try:
+            event = RawEvent.model_validate_json(cast(bytes, value))
+        except ValidationError as exc:
+            await dead_letter(self.dlq_topic, "invalid_event", str(exc), key, value)
+            return
+        m.event_in(topic, event)
+        result = normalise(event.identifiers, self.rules)
+        if not result.identifiers:
+            reasons = "; ".join(str(r) for r in result.rejected) or "no identifiers"
+            await dead_letter(self.dlq_topic, "no_usable_identifier", reasons, key, value)
+            return
+        request = ResolveRequest(
+            event=event.model_copy(update={"identifiers": list(result.identifiers)}),
+            evidence=Evidence(
+                event_id=event.event_id,
+                channel=event.channel,
+                source=event.source,
+                occurred_at=event.occurred_at,
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                rule_version=self.rules.version,
+            ),
+        )
+        await self.send_request(request)
+
+    def _ingested(self, partition: int, offset: int) -> None:
+        """Record the last processed offset of a raw partition. Called while processing a
+        record of that partition, so the write lands in its changelog partition."""
+        last = cast(int | None, self.ingest_positions.get(str(partition)))
+        if (position := offset_gaps.advance(last, offset)) != last:
+            self.ingest_positions[str(partition)] = position
+
+    async def _close_gap(self, topic: str, partition: int, offset: int) -> None:
+        """Re-read and ingest the records faust skipped before ``offset`` (its rebalance
+        race, pipeline/README.md), so that none is lost even though faust committed past it.
+
+        Records the broker has already deleted cannot come back: the range is dead-lettered
+        (one record, no original bytes) and logged as an error, and ingestion goes on. A
+        read that fails otherwise raises, and ``_fail_fast`` exits without committing, so
+        the gap is found again after the restart.
+        """
+        last = cast(int | None, self.ingest_positions.get(str(partition)))
+        gap = offset_gaps.skipped(last, offset)
+        if not gap:
+            return
+        where = f"{topic}[{partition}]"
+        log.warning(
+            "ingest gap on %s: offsets %s were never processed (last %s, now %d); re-reading",
+            where,
+            offset_gaps.describe(gap),
+            last,
+            offset,
+        )
+        config = client_config(self.settings, **{"group.id": f"{self.settings.app_id}-gap-reader"})
+        reader = RangeReader(config, topic, partition)
+        recovered = 0
+        try:
+            plan = offset_gaps.plan(gap, await asyncio.to_thread(reader.log_start))
+            if plan.lost:
+                lost = offset_gaps.describe(plan.lost)
+                log.error(
+                    "ingest gap on %s: offsets %s were deleted before they could be re-read; "
+                    "their events are lost (dead-lettered as skipped_records_deleted)",
+                    where,
+                    lost,
+                )
+                detail = f"{where} offsets {lost} skipped by the consumer and already deleted"
+                await dead_letter(self.dlq_topic, "skipped_records_deleted", detail, None, None)
+                m.INGEST_UNRECOVERABLE.inc(len(plan.lost))
+                self._ingested(partition, plan.lost[-1])
+            reader.start(plan.readable)
+            while (batch := await asyncio.to_thread(reader.next_batch)) is not None:
+                for record in batch:
+                    await self._ingest_record(
+                        topic, partition, record.offset, record.key, record.value
+                    )
+                    m.INGEST_RECOVERED.inc()
+                    recovered += 1
+                if batch:
+                    self._ingested(partition, batch[-1].offset)
+        finally:
+            await asyncio.to_thread(reader.close)
+        log.warning("ingest gap on %s: re-read and processed %d records", where, recovered)
 
     async def send_request(self, request: ResolveRequest | SplitRequest | EraseRequest) -> None:
         """Append to the tenant's identity log (also used by the API for operator requests)."""

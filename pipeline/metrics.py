@@ -44,6 +44,14 @@ FAILED_REQUESTS = Counter(
     "Operator requests that named no such customer or link.",
     ["op"],
 )
+INGEST_RECOVERED = Counter(
+    "omnistitch_ingest_recovered_records_total",
+    "Raw records faust skipped that the ingest stage re-read and processed (offset gaps).",
+)
+INGEST_UNRECOVERABLE = Counter(
+    "omnistitch_ingest_unrecoverable_offsets_total",
+    "Offsets of raw records faust skipped that were deleted before they could be re-read.",
+)
 
 EVENTS_IN = Counter(
     "omnistitch_events_in_total",
