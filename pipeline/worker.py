@@ -13,6 +13,7 @@ from pipeline.api import register_api
 from pipeline.app import Pipeline
 from pipeline.instrumentation import instrument, own_lag_monitor
 from pipeline.rules import Rules
+from pipeline.state_dir import mark_clean, prepare
 
 
 def build(
@@ -32,7 +33,7 @@ def run(settings: WorkerSettings, rules: Rules) -> None:
     Logs are JSON lines (omnistitch.logs); the worker's own group's lag is read from the
     broker on a thread of its own and served at ``/metrics`` with the stage counters.
     """
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    prepare(settings.state_dir)  # local state is trusted only after a clean stop
     monitor = own_lag_monitor(settings)
     pipeline = build(settings, rules, broker_ok=monitor.healthy)
     instrument(pipeline, monitor)
@@ -48,7 +49,14 @@ def run(settings: WorkerSettings, rules: Rules) -> None:
     # can spin on every record: every debug call in faust and aiokafka then builds a
     # record (~5% of a busy worker's time, measured with py-spy) that nothing prints.
     worker.spinner = None
+    clean = False
     try:
         worker.execute_from_commandline()
+        clean = True
+    except SystemExit as exc:
+        clean = exc.code in (0, None)
+        raise
     finally:
         monitor.stop()
+        if clean:
+            mark_clean(settings.state_dir)
