@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,6 +58,8 @@ REJECTED_KEEP = 200
 #: A re-sighting refreshes an identifier's last_seen (for windowed limits) this coarsely,
 #: so that ordinary traffic does not rewrite the customer's node on every event.
 LAST_SEEN_RESOLUTION = timedelta(hours=1)
+
+log = logging.getLogger(__name__)
 
 
 def mint_customer_id(event_id: str, occurred_at: datetime) -> str:
@@ -333,6 +336,12 @@ class IdentityEngine:
         for ident, rule in candidates:
             verified = ident.verified or rule.trust is Trust.VERIFIED
             owner = self.lookup(ident.key)
+            if owner is not None and owner not in nodes and self.t.nodes.get(owner) is None:
+                # An owner whose customer has no node is what a crash leaves between two
+                # changelogs (owners landed, nodes did not); the event that made it is
+                # being re-delivered now, so it is resolved as if the owner never was.
+                log.warning("identifier owned by %s, which has no node: re-resolving", owner)
+                owner = None
             if owner is not None and owner in roots:
                 accepted.append(ident)
                 continue

@@ -383,11 +383,9 @@ def identity_differences(pipeline: IdentityEngine, ref: IdentityEngine) -> list[
     for root in sorted(set(mine) & set(theirs)):
         a, b = mine[root], theirs[root]
         if a != b:
-            out.append(
-                f"node {root} differs: identifiers {sorted(a.identifiers)} vs "
-                f"{sorted(b.identifiers)}; links {[lk.link_id for lk in a.links]} vs "
-                f"{[lk.link_id for lk in b.links]}; rejected {len(a.rejected)} vs {len(b.rejected)}"
-            )
+            da, db = a.model_dump(mode="json"), b.model_dump(mode="json")
+            fields = {k: (da[k], db[k]) for k in da if da[k] != db[k]}
+            out.append(f"node {root} differs (pipeline, reference): {fields}")
     for key in sorted(set(pipeline.t.owners) | set(ref.t.owners)):
         got, want = pipeline.lookup(key, compress=False), ref.lookup(key, compress=False)
         if got != want:

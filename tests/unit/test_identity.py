@@ -95,6 +95,22 @@ def test_resolving_the_same_event_twice_changes_nothing() -> None:
     assert {k: dict(v) for k, v in vars(e.t).items()} == state
 
 
+def test_a_crash_between_changelogs_is_healed_by_the_redelivered_event() -> None:
+    """owners landed and nodes did not (a kill -9 between two changelog writes): the
+    re-delivered event resolves as the first time did, link and all."""
+    whole = engine()
+    first = whole.resolve(obs("e1", 0, "anonymous_id:a", "email:a@x.com"))
+    crashed = engine()
+    crashed.resolve(obs("e1", 0, "anonymous_id:a", "email:a@x.com"))
+    del crashed.t.nodes[first.customer_id]  # the node's changelog record was lost
+    again = crashed.resolve(obs("e1", 0, "anonymous_id:a", "email:a@x.com"))
+    assert again.customer_id == first.customer_id
+    assert again.created
+    assert {k: dict(v) for k, v in vars(crashed.t).items()} == {
+        k: dict(v) for k, v in vars(whole.t).items()
+    }
+
+
 def test_limit_drops_the_lowest_priority_identifier_and_audits_it() -> None:
     e = engine()
     ann = e.resolve(obs("e1", 0, "user_id:ann", "email:family@x.com")).customer_id
