@@ -102,6 +102,7 @@ def test_a_crash_between_changelogs_is_healed_by_the_redelivered_event() -> None
     first = whole.resolve(obs("e1", 0, "anonymous_id:a", "email:a@x.com"))
     crashed = engine()
     crashed.resolve(obs("e1", 0, "anonymous_id:a", "email:a@x.com"))
+    assert first.customer_id is not None
     del crashed.t.nodes[first.customer_id]  # the node's changelog record was lost
     again = crashed.resolve(obs("e1", 0, "anonymous_id:a", "email:a@x.com"))
     assert again.customer_id == first.customer_id
