@@ -1,7 +1,8 @@
 """Reading consumer lag from the broker, periodically, for Prometheus.
 
-* :class:`LagProbe` does the I/O of one reading: the groups' committed offsets
-  (``list_consumer_group_offsets``), the partitions' log-start and log-end offsets
+* :class:`LagProbe` does the I/O of one reading: the groups' committed offsets (a
+  consumer's ``committed()`` per group, which never joins the group), the partitions'
+  log-start and log-end offsets
   (``list_offsets`` with ``OffsetSpec.earliest()``/``latest()``), and, for lag in seconds,
   the timestamp of the record at each lagging partition's committed offset.
 * :class:`LagMonitor` repeats it on a daemon thread every ``interval_s`` and keeps the
@@ -16,6 +17,13 @@ offset, one small fetch per partition: ``queued.min.messages=1``, 64 KiB per par
 arrive in time, have no lag-seconds sample in that reading.
 
 The lag itself is computed by :mod:`omnistitch.lag`; this module only reads offsets.
+
+Why not the admin client's ``list_consumer_group_offsets``: librdkafka dereferences a
+missing consumer group handle when that request meets ``NOT_COORDINATOR`` (a coordinator
+moving or still loading), and the whole process segfaults (librdkafka#5040,
+confluent-kafka-python#1982; seen here on a freshly started broker). A consumer's
+``committed()`` takes the consumer-group code path, which retries instead. A group
+watched without expected topics is read on every topic of the cluster (not internal ones).
 """
 
 from __future__ import annotations
@@ -30,7 +38,6 @@ from typing import Any, Protocol
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaException,
     TopicPartition,
 )
@@ -87,11 +94,12 @@ class LagProbe:
         self._sample_timeout_s = sample_timeout_s
         self._admin = AdminClient(config)
         self._consumer: Consumer | None = None
+        self._readers: dict[str, Consumer] = {}
 
     def read(self, targets: Sequence[LagTarget]) -> LagSnapshot:
         """Read the lag of every target group; raises :class:`KafkaException` on failure."""
         started = time.monotonic()
-        committed = {t.group: self._committed(t.group) for t in targets}
+        committed = {t.group: self._committed(t.group, t.topics) for t in targets}
         topics = {t.group: watched_topics(committed[t.group], t.topics) for t in targets}
         partitions = self._partitions({name for names in topics.values() for name in names})
         start = self._offsets(partitions, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
@@ -117,19 +125,40 @@ class LagProbe:
         )
 
     def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
 
-    def _committed(self, group: str) -> dict[Partition, int]:
-        request = [ConsumerGroupTopicPartitions(group)]
-        futures = self._admin.list_consumer_group_offsets(request, request_timeout=self._timeout_s)
-        result = futures[group].result()
+    def _committed(self, group: str, topics: Sequence[str]) -> dict[Partition, int]:
+        metadata = self._admin.list_topics(timeout=self._timeout_s)
+        names = set(topics) or {n for n in metadata.topics if not n.startswith("__")}
+        wanted = [
+            TopicPartition(name, p)
+            for name, topic in metadata.topics.items()
+            if name in names and topic.error is None
+            for p in topic.partitions
+        ]
+        if not wanted:
+            return {}
+        found = self._group_reader(group).committed(wanted, timeout=self._timeout_s)
         return {
             Partition(tp.topic, tp.partition): tp.offset
-            for tp in result.topic_partitions or []
+            for tp in found
             if tp.error is None and tp.offset >= 0
         }
+
+    def _group_reader(self, group: str) -> Consumer:
+        """A consumer with the group's id that only ever asks for its committed offsets:
+        it never subscribes (so never joins the group) and never commits."""
+        reader = self._readers.get(group)
+        if reader is None:
+            reader = self._readers[group] = Consumer(
+                {**self._config, "group.id": group, "enable.auto.commit": False}
+            )
+        return reader
 
     def _partitions(self, topics: Iterable[str]) -> list[Partition]:
         wanted = set(topics)

@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHER = REPO / "deploy" / "local" / "kafka.sh"
@@ -73,19 +72,22 @@ def _wait_for_group_coordinator(bootstrap: str, within_s: float = 90.0) -> None:
 
     A fresh broker creates ``__consumer_offsets`` on the first group request and answers
     group requests only once its partitions are loaded; the first test must not pay that.
+    (A consumer's ``committed()``, not the admin client's ``list_consumer_group_offsets``,
+    which segfaults on ``NOT_COORDINATOR``: see omnistitch/lag_monitor.py.)
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "omnistitch-test-warmup"})
     deadline = time.monotonic() + within_s
-    while True:
-        request = [ConsumerGroupTopicPartitions("omnistitch-test-warmup")]
-        try:
-            for future in admin.list_consumer_group_offsets(request, request_timeout=5).values():
-                future.result()
-            return
-        except KafkaException as exc:
-            if time.monotonic() > deadline:
-                pytest.fail(f"the broker's group coordinator never answered: {exc}", pytrace=False)
-            time.sleep(0.5)
+    try:
+        while True:
+            try:
+                reader.committed([TopicPartition("omnistitch-test-warmup", 0)], timeout=5)
+                return
+            except KafkaException as exc:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the group coordinator never answered: {exc}", pytrace=False)
+                time.sleep(0.5)
+    finally:
+        reader.close()
 
 
 def _ports_free(*ports: int) -> bool:
