@@ -23,6 +23,17 @@ LAUNCHER = REPO / "deploy" / "local" / "kafka.sh"
 TEST_KAFKA_PORT = int(os.environ.get("OMNISTITCH_TEST_KAFKA_PORT", "19092"))
 
 
+#: The launcher's settings of the session's broker (port, controller port, home), so a
+#: test that runs the launcher itself (the demo) finds that broker running.
+BROKER_ENV: dict[str, str] = {}
+
+
+@pytest.fixture
+def broker_env(kafka_bootstrap: str) -> dict[str, str]:
+    """``OMNISTITCH_KAFKA_*`` variables under which the launcher sees the session's broker."""
+    return dict(BROKER_ENV)
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Start the local KRaft broker for the test session; yield host:port.
@@ -54,6 +65,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pytrace=False,
         )
     bootstrap = proc.stdout.strip().splitlines()[-1]
+    BROKER_ENV.clear()
+    BROKER_ENV.update({k: v for k, v in env.items() if k.startswith("OMNISTITCH_KAFKA_")})
     _wait_for_group_coordinator(bootstrap)
     yield bootstrap
     if home is not None:

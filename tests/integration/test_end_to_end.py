@@ -83,10 +83,12 @@ def test_segment_client_to_stitched_customer(worker_env: dict[str, str], tmp_pat
         worker.stop()
 
 
-def test_demo_runs_end_to_end(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> None:
+def test_demo_runs_end_to_end(
+    broker_env: dict[str, str], unique_prefix: str, tmp_path: Path
+) -> None:
     env = {
         **os.environ,
-        "OMNISTITCH_KAFKA_PORT": kafka_bootstrap.rsplit(":", 1)[1],
+        **broker_env,
         "OMNISTITCH_TOPIC_PREFIX": unique_prefix,
         "OMNISTITCH_APP_ID": unique_prefix.rstrip(".") + "-demo",
         "OMNISTITCH_STATE_DIR": str(tmp_path / "state"),
