@@ -516,7 +516,7 @@ class Pipeline:
         elif isinstance(op, TickOp):
             current = self._load(op.customer_id)
             if current is not None:
-                await self._store(op.customer_id, current, published=False)
+                await self._store(op.customer_id, current, changed=False, published=False)
         else:
             self.redirects[op.customer_id] = op.into_id
 
@@ -524,7 +524,7 @@ class Pipeline:
         cid, policy = op.customer_id, self.policy
         current = self._load(cid)
         updated = ctxlogic.apply_event(current, cid, op.event, op.event.identifiers, policy)
-        await self._store(cid, updated or current)
+        await self._store(cid, updated or current, changed=updated is not None)
         m.event_out(self.context_topic.get_topic_name(), op.event)  # the view is published
 
     async def _on_merge(self, op: MergeOp) -> None:
@@ -555,7 +555,7 @@ class Pipeline:
             return
         current = self._load(cid) or CustomerContext(customer_id=cid)
         updated = ctxlogic.absorb(current, op.context, limit)
-        await self._store(cid, updated or current)
+        await self._store(cid, updated or current, changed=updated is not None)
 
     async def _on_split(self, op: SplitOp) -> None:
         cid = op.customer_id
@@ -600,14 +600,22 @@ class Pipeline:
         self.contexts.pop(cid, None)
         self.trigger_schedule.pop(cid, None)
 
-    async def _store(self, cid: str, ctx: CustomerContext | None, published: bool = True) -> None:
+    async def _store(
+        self,
+        cid: str,
+        ctx: CustomerContext | None,
+        *,
+        changed: bool = True,
+        published: bool = True,
+    ) -> None:
         """Write a context: emit its due triggers, then the table, then the view.
 
         Order: triggers first (their ids are recorded in the context written next, so a
         crash in between re-emits them with the same ids: consumers dedupe), then the
         table and the schedule, then ``customer.context``. Re-publishes even when nothing
         changed (``published`` False skips an unchanged one): after a crash the table write
-        may have landed while the topic write did not (at-least-once).
+        may have landed while the topic write did not (at-least-once). An unchanged context
+        keeps its ``updated_at``: a duplicate event changes nothing, not even the stamp.
         """
         if ctx is None:
             return
@@ -617,14 +625,15 @@ class Pipeline:
             await self.triggers_topic.send(key=cid, value=body)
             m.TRIGGERS.labels(trigger.rule).inc()
         if recorded is not None:
-            ctx, published = recorded, True
+            ctx, published, changed = recorded, True, True
         if (due_at := triggers.next_due(ctx)) is not None:
             self.trigger_schedule[cid] = due_at.isoformat()
         else:
             self.trigger_schedule.pop(cid, None)
         if not published:
             return
-        ctx = ctx.model_copy(update={"updated_at": self.now()})
+        if changed:
+            ctx = ctx.model_copy(update={"updated_at": self.now()})
         body = ctx.model_dump_json().encode()
         self.contexts[cid] = body
         self.context_cache[cid] = ctx
