@@ -461,19 +461,18 @@ class Pipeline:
         m.SPLITS.labels(record.reason).inc()
         # First make every piece a customer again and re-point the merged-away ids, so
         # events resolved from now on land on the right customer; then divide the context.
+        split_op = SplitOp(
+            customer_id=split.old_root,
+            pieces=split.pieces,
+            id_map=split.id_map,
+            decided_at=decided_at,
+        )
         for member, now in split.id_map.items():
             if member == now and member != split.old_root:
-                await self._send_op(RestoreOp(customer_id=member))
+                await self._send_op(RestoreOp(customer_id=member, split=split_op))
             elif member != now:
                 await self._send_op(RedirectOp(customer_id=member, into_id=now))
-        await self._send_op(
-            SplitOp(
-                customer_id=split.old_root,
-                pieces=split.pieces,
-                id_map=split.id_map,
-                decided_at=decided_at,
-            )
-        )
+        await self._send_op(split_op)
         await self.splits_topic.send(key=split.old_root, value=record.model_dump_json().encode())
 
     async def _erase(self, request: EraseRequest) -> None:
@@ -576,6 +575,11 @@ class Pipeline:
     async def _on_restore(self, op: RestoreOp) -> None:
         cid = op.customer_id
         self.redirects.pop(cid, None)
+        if op.split is not None:
+            # A merge into this customer decided before the split that restored it may
+            # still be on its way (it travels through the merged customer's partition):
+            # _on_absorb divides it the way the split divided the rest.
+            self.last_splits[cid] = op.split.model_dump_json().encode()
         if op.context is not None:
             current = self._load(cid) or CustomerContext(customer_id=cid)
             await self._store(cid, ctxlogic.restore(current, op.context, self.policy))

@@ -92,6 +92,11 @@ class RestoreOp(_Msg):
     op: Literal["restore"] = "restore"
     customer_id: str
     context: CustomerContext | None = None  # None: only stop redirecting (sent first)
+    split: SplitOp | None = Field(
+        default=None,
+        description="With the first restore: the split that restored this customer, so a "
+        "merge into it decided before the split but absorbed after is divided like it.",
+    )
 
 
 class RedirectOp(_Msg):
