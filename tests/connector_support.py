@@ -9,12 +9,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
+from urllib.parse import urlencode
 
 import httpx
 import uvicorn
 from confluent_kafka import Consumer
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
+from twilio.request_validator import RequestValidator
 
 from connectors.publisher import InMemoryPublisher
 from schemas.events import RawEvent
@@ -122,6 +124,22 @@ def consume(bootstrap: str, topic: str, count: int, timeout_s: float = 30) -> li
         consumer.close()
     assert len(records) == count, f"expected {count} records, got {len(records)}"
     return records
+
+
+def twilio_post(base: str, path: str, params: dict[str, str], token: str) -> httpx.Response:
+    """POST a webhook as Twilio sends it: form-encoded, signed with the account's token
+    by the twilio package's own ``RequestValidator``."""
+    url = f"{base}{path}"
+    signature = RequestValidator(token).compute_signature(url, params)
+    return httpx.post(
+        url,
+        content=urlencode(params),
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": signature,
+        },
+        timeout=30,
+    )
 
 
 @contextmanager

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import httpx
-from twilio.request_validator import RequestValidator
 
 from connectors.webchat.identity import identifier_hash
 from schemas.context import CustomerContext
 from tests.conftest import free_port
+from tests.connector_support import twilio_post
 from tests.processes import Process, http_json, wait_for
 
 WRITE_KEY = "e2e-connectors-key"
@@ -60,21 +60,11 @@ def test_web_chat_call_and_sms_become_one_customer(
             ready = partial(http_json, f"{url}/readyz")
             wait_for(f"{process.command} ready", ready, 60, process)
 
-        def twilio_post(path: str, params: dict[str, str]) -> httpx.Response:
-            url = f"{twilio_url}{path}"
-            signature = RequestValidator(TWILIO_TOKEN).compute_signature(url, params)
-            return httpx.post(
-                url,
-                content=urlencode(params),
-                headers={
-                    "Content-Type": "application/x-www-form-urlencoded",
-                    "X-Twilio-Signature": signature,
-                },
-                timeout=30,
-            )
+        def signed(path: str, params: dict[str, str]) -> httpx.Response:
+            return twilio_post(twilio_url, path, params, TWILIO_TOKEN)
 
         # The missed call and the SMS first: they make a customer of their own.
-        call = twilio_post(
+        call = signed(
             "/twilio/voice",
             {
                 "CallSid": "CAe2e",
@@ -87,7 +77,7 @@ def test_web_chat_call_and_sms_become_one_customer(
             },
         )
         assert call.status_code == 200, call.text
-        sms = twilio_post(
+        sms = signed(
             "/twilio/sms",
             {
                 "MessageSid": "SMe2e",

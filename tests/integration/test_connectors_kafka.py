@@ -31,7 +31,7 @@ from connectors.webchat.app import WebChatConnector, WebChatSettings
 from connectors.webchat.identity import identifier_hash
 from omnistitch.settings import KafkaSettings
 from omnistitch.topics import RAW_EVENTS, ensure_topics
-from tests.connector_support import Record, consume, serve, smtp_server
+from tests.connector_support import Record, consume, serve, smtp_server, twilio_post
 
 pytestmark = pytest.mark.kafka
 
@@ -61,10 +61,8 @@ def read_back(kafka: KafkaSettings, count: int) -> dict[str, Record]:
     return {r.event.event_id: r for r in records}
 
 
-def twilio_post(base: str, path: str, params: dict[str, str]) -> httpx.Response:
-    url = f"{base}{path}"
-    sig = RequestValidator(SECRET).compute_signature(url, params)
-    return httpx.post(url, content=urlencode(params), headers={**FORM, "X-Twilio-Signature": sig})
+def signed(base: str, path: str, params: dict[str, str]) -> httpx.Response:
+    return twilio_post(base, path, params, SECRET)
 
 
 def test_twilio_sms_and_voice(kafka: KafkaSettings, publisher: KafkaPublisher) -> None:
@@ -74,15 +72,15 @@ def test_twilio_sms_and_voice(kafka: KafkaSettings, publisher: KafkaPublisher) -
     with serve(create_app(connector, kafka.topic(RAW_EVENTS), publisher)) as base:
         assert httpx.get(f"{base}/readyz").status_code == 200
         answers = [
-            twilio_post(base, "/twilio/sms", sms),
-            twilio_post(base, "/twilio/sms", sms),  # Twilio's retry: same event ids
-            twilio_post(base, "/twilio/voice", {**call, "CallStatus": "ringing"}),
-            twilio_post(
+            signed(base, "/twilio/sms", sms),
+            signed(base, "/twilio/sms", sms),  # Twilio's retry: same event ids
+            signed(base, "/twilio/voice", {**call, "CallStatus": "ringing"}),
+            signed(
                 base,
                 "/twilio/voice/gather?step=menu",
                 {**call, "CallStatus": "in-progress", "Digits": "2"},
             ),
-            twilio_post(
+            signed(
                 base,
                 "/twilio/voice",
                 {

@@ -30,16 +30,16 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import httpx
 from confluent_kafka import Consumer
 from playwright.sync_api import Browser, expect
-from twilio.request_validator import RequestValidator
 
 from connectors.webchat.identity import identifier_hash
 from schemas.context import CustomerContext, EngagementTrigger
 from tests.conftest import REPO, free_port
+from tests.connector_support import twilio_post
 from tests.processes import Process, http_json, wait_for
 
 WRITE_KEY = "scenario-write-key"
@@ -89,17 +89,7 @@ class Channels:
         assert r.status_code == 200, r.text
 
     def twilio_post(self, path: str, params: dict[str, str]) -> None:
-        url = f"{self.twilio}{path}"
-        signature = RequestValidator(TWILIO_TOKEN).compute_signature(url, params)
-        r = httpx.post(
-            url,
-            content=urlencode(params),
-            headers={
-                "Content-Type": "application/x-www-form-urlencoded",
-                "X-Twilio-Signature": signature,
-            },
-            timeout=30,
-        )
+        r = twilio_post(self.twilio, path, params, TWILIO_TOKEN)
         assert r.status_code == 200, r.text
 
     def sms(self, sid: str, body: str) -> None:
