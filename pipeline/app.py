@@ -630,10 +630,15 @@ class Pipeline:
             m.TRIGGERS.labels(trigger.rule).inc()
         if recorded is not None:
             ctx, published, changed = recorded, True, True
-        if (due_at := triggers.next_due(ctx)) is not None:
-            self.trigger_schedule[cid] = due_at.isoformat()
-        else:
-            self.trigger_schedule.pop(cid, None)
+        # Written only when it changes: every table write is a changelog record, and a
+        # pending trigger's due time stays the same across most events of its customer.
+        due_at = triggers.next_due(ctx)
+        due_iso = None if due_at is None else due_at.isoformat()
+        if self.trigger_schedule.get(cid) != due_iso:
+            if due_iso is None:
+                self.trigger_schedule.pop(cid, None)
+            else:
+                self.trigger_schedule[cid] = due_iso
         if not published:
             return
         if changed:
