@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-from collections.abc import Iterable, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -468,10 +468,11 @@ class IdentityEngine:
                 continue
             state = self.hub(rej.identifier) or HubState()
             before = state.model_dump_json()
-            state.sightings[rej.other_customer] = max(
-                at, state.sightings.get(rej.other_customer, at)
-            )
-            state.sightings[winner] = max(at, state.sightings.get(winner, at))
+            for cid in (rej.other_customer, winner):
+                # A customer already sighted under an id merged away since keeps that key, so
+                # replaying an old event after the merge adds no second key for one customer.
+                key = self._sighting_key(state.sightings, cid)
+                state.sightings[key] = max(at, state.sightings.get(key, at))
             state.sightings = {c: t for c, t in state.sightings.items() if t >= horizon}
             # Count customers, not ids: a merged-away id and its survivor are one customer
             # (so replaying an old event cannot add a sighting).
@@ -483,6 +484,16 @@ class IdentityEngine:
             if after != before:
                 self.t.hubs[rej.identifier] = after.encode()
         return newly
+
+    def _sighting_key(self, sightings: Mapping[str, datetime], customer_id: str) -> str:
+        """The key a hub's sightings hold ``customer_id`` under, possibly a merged-away id."""
+        if customer_id in sightings:
+            return customer_id
+        root = self.find(customer_id, compress=False)
+        for key in sightings:
+            if self.find(key, compress=False) == root:
+                return key
+        return customer_id
 
     # -- operator requests ----------------------------------------------------------------
     def split(self, customer_id: str, link_id: str) -> SplitDecision:

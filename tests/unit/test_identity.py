@@ -396,6 +396,10 @@ def test_hub_sightings_count_customers_not_merged_away_ids() -> None:
     e.resolve(obs("e4", 3, hub, "user_id:u2"))
     merged = e.resolve(obs("e5", 4, "anonymous_id:x", "user_id:u1"))
     assert merged.merges
+    sightings = dict(e.t.hubs)
     replay = e.resolve(obs("e3", 2, hub, "user_id:u1"))
     assert replay.quarantined == ()  # three customers saw the hub, not four
     assert replay.splits == ()
+    # The replay's customer is now the merge survivor; the sighting it already left under
+    # the merged-away id stands for it, so the hub's record is byte-for-byte unchanged.
+    assert dict(e.t.hubs) == sightings
