@@ -119,6 +119,18 @@ class WorkerSettings(KafkaSettings):
         default=None,
         description="Context policy (TOML: bounds, trait rules, triggers); defaults when unset.",
     )
+    batch_max: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Most records a stage takes in one batch (faust take_events).",
+    )
+    batch_wait_s: float = Field(
+        default=0.005,
+        ge=0.0005,
+        le=1.0,
+        description="Longest a stage waits to fill a batch: latency added per stage at low load.",
+    )
     trigger_interval_s: float = Field(
         default=1.0, ge=0.05, le=60, description="How often due engagement triggers are checked."
     )

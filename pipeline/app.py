@@ -20,13 +20,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import faust
+from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 from cachetools import LRUCache
+from faust.streams import _current_event
 from faust.tables.manager import TableManager
+from faust.types import EventT
 from pydantic import ValidationError
 
 from omnistitch.kafka_client import client_config, faust_credentials
@@ -54,8 +60,7 @@ from pipeline.identity import (
 )
 from pipeline.normalize import normalise
 from pipeline.ops import (
-    CUSTOMER_OP,
-    IDENTITY_REQUEST,
+    MAX_REQUESTS_PER_RECORD,
     AbsorbOp,
     AnyCustomerOp,
     EraseOp,
@@ -68,6 +73,8 @@ from pipeline.ops import (
     SplitOp,
     SplitRequest,
     TickOp,
+    customer_ops,
+    identity_requests,
 )
 from pipeline.raw_reader import RangeReader
 from pipeline.rules import Rules, load_rules
@@ -85,10 +92,92 @@ ERASED = "!erased"
 Stage = Callable[[faust.StreamT[bytes]], Awaitable[None]]
 
 
-def _order(offset: int, step: int) -> int:
-    """A total order of identity decisions: the identity log offset, then merges before
-    the split that the same request may cause."""
-    return offset * 2 + step
+def _order(offset: int, index: int, step: int) -> int:
+    """A total order of identity decisions: the identity log offset, the request's place in
+    that record's batch, then merges before the split that the same request may cause."""
+    return (offset * MAX_REQUESTS_PER_RECORD + index) * 2 + step
+
+
+#: The most bytes of messages one batch record carries (the broker's default limit on one
+#: record is 1 MiB; a single larger message still goes alone, as it always did).
+BATCH_RECORD_BYTES = 262_144
+
+
+def batch_records(parts: Sequence[bytes], field: str) -> Iterator[bytes]:
+    """``{"op":"batch","<field>":[...]}`` records holding ``parts`` (serialised messages) in
+    order, each at most ``BATCH_RECORD_BYTES`` unless one part alone is larger."""
+    head = b'{"op":"batch","' + field.encode() + b'":['
+    chunk: list[bytes] = []
+    size = 0
+    for part in parts:
+        if chunk and size + len(part) > BATCH_RECORD_BYTES:
+            yield head + b",".join(chunk) + b"]}"
+            chunk, size = [], 0
+        chunk.append(part)
+        size += len(part) + 1
+    if chunk:
+        yield head + b",".join(chunk) + b"]}"
+
+
+def key_partition(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as aiokafka and the Java client
+    use) gives ``key``: where faust would send it, and where its table rows live."""
+    return cast(int, murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+@contextmanager
+def processing(event: EventT[Any]) -> Iterator[None]:
+    """Make ``event`` faust's current event while its batch is handled.
+
+    faust writes a table row to the RocksDB partition and changelog partition of the event
+    being processed, which it finds through a context variable its stream sets per message.
+    A batch from ``take_events`` is handled outside that iteration, so each partition's
+    part of it is handled with one of its own events set here, exactly as faust would.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def by_partition(events: Sequence[EventT[Any]]) -> list[list[EventT[Any]]]:
+    """A batch's events grouped by partition, each group in offset order."""
+    groups: dict[tuple[str, int], list[EventT[Any]]] = {}
+    for event in events:
+        groups.setdefault((event.message.topic, event.message.partition), []).append(event)
+    return list(groups.values())
+
+
+class Outbox:
+    """The customer ops a stage batch produced, sent after it as one record per partition.
+
+    Ops keep their order within a partition (the only order Kafka has), so the context
+    stage sees them exactly as if each had been a record of its own.
+    """
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self.ops: dict[int, list[bytes]] = {}
+
+    def add(self, op: AnyCustomerOp) -> None:
+        partition = key_partition(op.customer_id, self.partitions)
+        self.ops.setdefault(partition, []).append(op.model_dump_json().encode())
+
+    async def send(self, topic: faust.TopicT) -> None:
+        ops, self.ops = self.ops, {}
+        for partition, parts in sorted(ops.items()):
+            for record in batch_records(parts, "ops"):
+                await topic.send(value=record, partition=partition)
+
+
+@dataclass
+class _Unwritten:
+    """A context changed in the current batch, written once when the batch ends."""
+
+    context: CustomerContext
+    changed: bool
+    published: bool
 
 
 def _fail_fast(stage: str, fun: Stage) -> Stage:
@@ -217,6 +306,8 @@ class Pipeline:
         # on every change, so the table always has what the cache has; forgotten whenever
         # partitions are revoked, since another worker may then change them.
         self.context_cache: LRUCache[str, CustomerContext] = LRUCache(s.context_cache_size)
+        # Contexts the context stage changed in the batch it is handling, not yet written.
+        self._unwritten: dict[str, _Unwritten] = {}
 
         async def forget_cached(_sender: Any, *args: Any, **_kw: Any) -> None:
             self.context_cache.clear()
@@ -260,19 +351,54 @@ class Pipeline:
         recovery = cast(TableManager, self.app.tables).recovery
         return bool(recovery.completed.is_set() and not self.app.rebalancing)
 
+    # -- batches --------------------------------------------------------------------------
+    async def _batches(self, stream: faust.StreamT[bytes]) -> Any:
+        """The stream in batches (at most ``batch_max`` records, waiting at most
+        ``batch_wait_s``), each grouped by partition. faust acks a batch's records when the
+        next batch is asked for, so everything a batch produced is sent by then."""
+        s = self.settings
+        async for events in cast(Any, stream).take_events(s.batch_max, s.batch_wait_s):
+            yield by_partition(events)
+
     # -- stage 1: decode, normalise, route to the identity stage ------------------------
     async def _ingest(self, stream: faust.StreamT[bytes]) -> None:
-        async for item in stream.events():
-            msg = item.message
-            await self._close_gap(msg.topic, msg.partition, msg.offset)
-            key, value = cast(bytes | None, item.key), cast(bytes | None, item.value)
-            await self._ingest_record(msg.topic, msg.partition, msg.offset, key, value)
-            self._ingested(msg.partition, msg.offset)
+        """Per batch, in this order: resolve requests sent (one record), then each raw
+        partition's position written (its changelog), then the records acked."""
+        async for groups in self._batches(stream):
+            requests: list[bytes] = []
+            positions: list[tuple[EventT[Any], int]] = []
+            for group in groups:
+                first = group[0].message
+                with processing(group[0]):
+                    before = last = cast(
+                        int | None, self.ingest_positions.get(str(first.partition))
+                    )
+                for item in group:
+                    msg = item.message
+                    await self._close_gap(msg.topic, msg.partition, msg.offset, last, requests)
+                    key, value = cast(bytes | None, item.key), cast(bytes | None, item.value)
+                    await self._ingest_record(
+                        msg.topic, msg.partition, msg.offset, key, value, requests
+                    )
+                    last = offset_gaps.advance(last, msg.offset)
+                if last is not None and last != before:
+                    positions.append((group[-1], last))
+            await self._send_requests(requests)
+            for item, position in positions:
+                with processing(item):
+                    self.ingest_positions[str(item.message.partition)] = position
 
     async def _ingest_record(
-        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        out: list[bytes],
     ) -> None:
-        """Decode, normalise and route one raw record (a delivered or a re-read one)."""
+        """Decode, normalise and route one raw record (a delivered or a re-read one): its
+        resolve request is appended to ``out``; bad input is dead-lettered at once."""
         m.STAGE_EVENTS.labels("ingest").inc()
         try:
             event = RawEvent.model_validate_json(cast(bytes, value))
@@ -298,25 +424,20 @@ class Pipeline:
                 rule_version=self.rules.version,
             ),
         )
-        await self.send_request(request)
+        out.append(request.model_dump_json().encode())
 
-    def _ingested(self, partition: int, offset: int) -> None:
-        """Record the last processed offset of a raw partition. Called while processing a
-        record of that partition, so the write lands in its changelog partition."""
-        last = cast(int | None, self.ingest_positions.get(str(partition)))
-        if (position := offset_gaps.advance(last, offset)) != last:
-            self.ingest_positions[str(partition)] = position
-
-    async def _close_gap(self, topic: str, partition: int, offset: int) -> None:
-        """Re-read and ingest the records faust skipped before ``offset`` (its rebalance
-        race, pipeline/README.md), so that none is lost even though faust committed past it.
+    async def _close_gap(
+        self, topic: str, partition: int, offset: int, last: int | None, out: list[bytes]
+    ) -> None:
+        """Re-read and ingest the records faust skipped between ``last`` (the partition's
+        last processed offset) and ``offset`` (its rebalance race, pipeline/README.md), so
+        that none is lost even though faust committed past it.
 
         Records the broker has already deleted cannot come back: the range is dead-lettered
         (one record, no original bytes) and logged as an error, and ingestion goes on. A
         read that fails otherwise raises, and ``_fail_fast`` exits without committing, so
         the gap is found again after the restart.
         """
-        last = cast(int | None, self.ingest_positions.get(str(partition)))
         gap = offset_gaps.skipped(last, offset)
         if not gap:
             return
@@ -344,45 +465,59 @@ class Pipeline:
                 detail = f"{where} offsets {lost} skipped by the consumer and already deleted"
                 await dead_letter(self.dlq_topic, "skipped_records_deleted", detail, None, None)
                 m.INGEST_UNRECOVERABLE.inc(len(plan.lost))
-                self._ingested(partition, plan.lost[-1])
             reader.start(plan.readable)
             while (batch := await asyncio.to_thread(reader.next_batch)) is not None:
                 for record in batch:
                     await self._ingest_record(
-                        topic, partition, record.offset, record.key, record.value
+                        topic, partition, record.offset, record.key, record.value, out
                     )
                     m.INGEST_RECOVERED.inc()
                     recovered += 1
-                if batch:
-                    self._ingested(partition, batch[-1].offset)
         finally:
             await asyncio.to_thread(reader.close)
         log.warning("ingest gap on %s: re-read and processed %d records", where, recovered)
 
+    async def _send_requests(self, requests: Sequence[bytes]) -> None:
+        """Append resolve requests to the tenant's identity log, batched into records."""
+        for record in batch_records(requests, "requests"):
+            await self.requests_topic.send(key=self.settings.tenant, value=record)
+
     async def send_request(self, request: ResolveRequest | SplitRequest | EraseRequest) -> None:
-        """Append to the tenant's identity log (also used by the API for operator requests)."""
+        """Append one request to the tenant's identity log (the API's split and erase)."""
         body = request.model_dump_json().encode()
         await self.requests_topic.send(key=self.settings.tenant, value=body)
 
     # -- stage 2: resolve identity (single writer per tenant) ---------------------------
     async def _identity(self, stream: faust.StreamT[bytes]) -> None:
-        async for item in stream.events():
+        """Per batch, in this order: identity tables written as each request is resolved
+        (their changelogs), merges/splits/dead letters sent, then the customer ops (one
+        record per ops partition), then the records acked."""
+        async for groups in self._batches(stream):
+            out = Outbox(self.settings.raw_partitions)
+            for group in groups:
+                with processing(group[0]):
+                    for item in group:
+                        await self._identity_record(item, out)
+            await out.send(self.ops_topic)
+
+    async def _identity_record(self, item: EventT[Any], out: Outbox) -> None:
+        msg = item.message
+        for index, request in enumerate(identity_requests(cast(bytes, item.value))):
             m.STAGE_EVENTS.labels("identity").inc()
-            request = IDENTITY_REQUEST.validate_json(cast(bytes, item.value))
             if isinstance(request, ResolveRequest):
-                await self._resolve(request, item.message.value, item.message.offset)
+                await self._resolve(request, _order(msg.offset, index, 0), out)
             elif isinstance(request, SplitRequest):
-                await self._split(request, item.message.offset)
+                await self._split(request, _order(msg.offset, index, 1), out)
             else:
-                await self._erase(request)
+                await self._erase(request, out)
             event_time = request.event.occurred_at if isinstance(request, ResolveRequest) else None
             self.identity_position = Freshness(
-                partition=item.message.partition,
-                offset=item.message.offset,
+                partition=msg.partition,
+                offset=msg.offset,
                 event_time=event_time or self.identity_position.event_time,
             )
 
-    async def _resolve(self, request: ResolveRequest, raw: bytes, offset: int) -> None:
+    async def _resolve(self, request: ResolveRequest, decided_at: int, out: Outbox) -> None:
         event = request.event
         decision = self.engine.resolve(Observation(event.identifiers, request.evidence))
         m.SUPPRESSED.inc(decision.suppressed)
@@ -396,7 +531,7 @@ class Pipeline:
                     "only_quarantined_identifiers",
                     "every usable identifier is a quarantined hub",
                     event.event_id.encode(),
-                    raw,
+                    event.model_dump_json().encode(),  # `dlq replay` can re-send it
                     stage="identity",
                 )
             return  # an erased person's event: dropped, never re-stored
@@ -421,12 +556,12 @@ class Pipeline:
                 customer_id=merge.from_id,
                 into_id=merge.into_id,
                 event_id=event.event_id,
-                decided_at=_order(offset, 0),
+                decided_at=decided_at,
             )
-            await self._send_op(op)
+            out.add(op)
         accepted = [i for i in event.identifiers if i.key in decision.accepted]
         resolved = event.model_copy(update={"identifiers": accepted})
-        await self._send_op(EventOp(customer_id=decision.customer_id, event=resolved))
+        out.add(EventOp(customer_id=decision.customer_id, event=resolved))
         for undone in decision.splits:
             log.info(
                 "quarantine of a hub un-merged %s into %s", undone.old_root, list(undone.pieces)
@@ -438,9 +573,9 @@ class Pipeline:
                 customers=sorted(undone.pieces),
                 requested_at=event.occurred_at,
             )
-            await self._publish_split(undone, undo, _order(offset, 1))
+            await self._publish_split(undone, undo, decided_at + 1, out)
 
-    async def _split(self, request: SplitRequest, offset: int) -> None:
+    async def _split(self, request: SplitRequest, decided_at: int, out: Outbox) -> None:
         try:
             split = self.engine.split(request.customer_id, request.link_id)
         except IdentityError as exc:
@@ -455,9 +590,11 @@ class Pipeline:
             customers=sorted(split.pieces),
             requested_at=request.requested_at,
         )
-        await self._publish_split(split, record, _order(offset, 1))
+        await self._publish_split(split, record, decided_at, out)
 
-    async def _publish_split(self, split: SplitDecision, record: Split, decided_at: int) -> None:
+    async def _publish_split(
+        self, split: SplitDecision, record: Split, decided_at: int, out: Outbox
+    ) -> None:
         m.SPLITS.labels(record.reason).inc()
         # First make every piece a customer again and re-point the merged-away ids, so
         # events resolved from now on land on the right customer; then divide the context.
@@ -469,13 +606,13 @@ class Pipeline:
         )
         for member, now in split.id_map.items():
             if member == now and member != split.old_root:
-                await self._send_op(RestoreOp(customer_id=member, split=split_op))
+                out.add(RestoreOp(customer_id=member, split=split_op))
             elif member != now:
-                await self._send_op(RedirectOp(customer_id=member, into_id=now))
-        await self._send_op(split_op)
+                out.add(RedirectOp(customer_id=member, into_id=now))
+        out.add(split_op)
         await self.splits_topic.send(key=split.old_root, value=record.model_dump_json().encode())
 
-    async def _erase(self, request: EraseRequest) -> None:
+    async def _erase(self, request: EraseRequest, out: Outbox) -> None:
         try:
             erased = self.engine.erase(request.customer_id, request.requested_at)
         except IdentityError as exc:
@@ -485,15 +622,28 @@ class Pipeline:
         m.ERASURES.inc()
         log.info("erased customer %s (%d ids)", erased.customer_id, len(erased.member_ids))
         for member in erased.member_ids:
-            await self._send_op(EraseOp(customer_id=member))
+            out.add(EraseOp(customer_id=member))
 
     # -- stage 3: fold into the customer's context, publish the view --------------------
     async def _context(self, stream: faust.StreamT[bytes]) -> None:
-        async for value in stream:
-            m.STAGE_EVENTS.labels("context").inc()
-            await self._apply(CUSTOMER_OP.validate_json(value))
+        """Per batch and ops partition, each changed context is written once, in this order:
+        its due triggers sent, then the ``customer-contexts`` table (its changelog) and the
+        trigger schedule, then ``customer.context``; after the whole batch, the ops it sends
+        on (absorbs, restores, forwards: one record per ops partition); then the records
+        are acked. A crash anywhere re-runs the batch, which every op survives (idempotent).
+        """
+        async for groups in self._batches(stream):
+            out = Outbox(self.settings.raw_partitions)
+            for group in groups:
+                with processing(group[0]):
+                    for item in group:
+                        for op in customer_ops(cast(bytes, item.value)):
+                            m.STAGE_EVENTS.labels("context").inc()
+                            await self._apply(op, out)
+                    await self._write_contexts()
+            await out.send(self.ops_topic)
 
-    async def _apply(self, op: AnyCustomerOp) -> None:
+    async def _apply(self, op: AnyCustomerOp, out: Outbox) -> None:
         moved_to = self.redirects.get(op.customer_id)
         if isinstance(op, EraseOp):
             await self._on_erase(op)
@@ -501,42 +651,41 @@ class Pipeline:
             return  # an op that raced with this customer's erasure
         elif moved_to is not None and isinstance(op, EventOp | AbsorbOp | SplitOp):
             # Raced with a merge: this customer's context now lives at the survivor.
-            await self._send_op(op.model_copy(update={"customer_id": moved_to}))
+            out.add(op.model_copy(update={"customer_id": moved_to}))
         elif isinstance(op, EventOp):
-            await self._on_event(op)
+            self._on_event(op)
         elif isinstance(op, MergeOp):
-            await self._on_merge(op)
+            await self._on_merge(op, out)
         elif isinstance(op, AbsorbOp):
-            await self._on_absorb(op)
+            self._on_absorb(op, out)
         elif isinstance(op, SplitOp):
-            await self._on_split(op)
+            await self._on_split(op, out)
         elif isinstance(op, RestoreOp):
-            await self._on_restore(op)
+            self._on_restore(op)
         elif isinstance(op, TickOp):
             current = self._load(op.customer_id)
             if current is not None:
-                await self._store(op.customer_id, current, changed=False, published=False)
+                self._store(op.customer_id, current, changed=False, published=False)
         else:
             self.redirects[op.customer_id] = op.into_id
 
-    async def _on_event(self, op: EventOp) -> None:
+    def _on_event(self, op: EventOp) -> None:
         cid, policy = op.customer_id, self.policy
         current = self._load(cid)
         updated = ctxlogic.apply_event(current, cid, op.event, op.event.identifiers, policy)
-        await self._store(cid, updated or current, changed=updated is not None)
+        self._store(cid, updated or current, changed=updated is not None)
         m.event_out(self.context_topic.get_topic_name(), op.event)  # the view is published
 
-    async def _on_merge(self, op: MergeOp) -> None:
+    async def _on_merge(self, op: MergeOp, out: Outbox) -> None:
         cid = op.customer_id
         current = self._load(cid)
         self.redirects[cid] = op.into_id
         self._drop(cid)
         if current is not None:
-            absorb = AbsorbOp(customer_id=op.into_id, context=current, decided_at=op.decided_at)
-            await self._send_op(absorb)
+            out.add(AbsorbOp(customer_id=op.into_id, context=current, decided_at=op.decided_at))
         await self.context_topic.send(key=cid, value=None)  # tombstone
 
-    async def _on_absorb(self, op: AbsorbOp) -> None:
+    def _on_absorb(self, op: AbsorbOp, out: Outbox) -> None:
         cid, limit = op.customer_id, self.policy
         raw = self.last_splits.get(cid)
         split = None if raw is None else SplitOp.model_validate_json(raw)
@@ -548,15 +697,15 @@ class Pipeline:
             ).items():
                 if piece == cid:
                     current = self._load(cid) or CustomerContext(customer_id=cid)
-                    await self._store(cid, ctxlogic.restore(current, part, limit))
+                    self._store(cid, ctxlogic.restore(current, part, limit))
                 else:
-                    await self._send_op(RestoreOp(customer_id=piece, context=part))
+                    out.add(RestoreOp(customer_id=piece, context=part))
             return
         current = self._load(cid) or CustomerContext(customer_id=cid)
         updated = ctxlogic.absorb(current, op.context, limit)
-        await self._store(cid, updated or current, changed=updated is not None)
+        self._store(cid, updated or current, changed=updated is not None)
 
-    async def _on_split(self, op: SplitOp) -> None:
+    async def _on_split(self, op: SplitOp, out: Outbox) -> None:
         cid = op.customer_id
         self.last_splits[cid] = op.model_dump_json().encode()
         current = self._load(cid)
@@ -565,14 +714,14 @@ class Pipeline:
         parts = ctxlogic.split_context(current, op.pieces, op.id_map, self.policy)
         for piece, part in parts.items():
             if piece == cid:
-                await self._store(cid, part)
+                self._store(cid, part)
             else:
-                await self._send_op(RestoreOp(customer_id=piece, context=part))
+                out.add(RestoreOp(customer_id=piece, context=part))
         if cid not in parts:
             self._drop(cid)
             await self.context_topic.send(key=cid, value=None)
 
-    async def _on_restore(self, op: RestoreOp) -> None:
+    def _on_restore(self, op: RestoreOp) -> None:
         cid = op.customer_id
         self.redirects.pop(cid, None)
         if op.split is not None:
@@ -582,7 +731,7 @@ class Pipeline:
             self.last_splits[cid] = op.split.model_dump_json().encode()
         if op.context is not None:
             current = self._load(cid) or CustomerContext(customer_id=cid)
-            await self._store(cid, ctxlogic.restore(current, op.context, self.policy))
+            self._store(cid, ctxlogic.restore(current, op.context, self.policy))
 
     async def _on_erase(self, op: EraseOp) -> None:
         self.redirects[op.customer_id] = ERASED
@@ -590,6 +739,9 @@ class Pipeline:
         await self.context_topic.send(key=op.customer_id, value=None)  # tombstone
 
     def _load(self, cid: str) -> CustomerContext | None:
+        unwritten = self._unwritten.get(cid)
+        if unwritten is not None:
+            return unwritten.context
         cached = self.context_cache.get(cid)
         if cached is not None:
             return cached
@@ -600,11 +752,12 @@ class Pipeline:
         return ctx
 
     def _drop(self, cid: str) -> None:
+        self._unwritten.pop(cid, None)
         self.context_cache.pop(cid, None)
         self.contexts.pop(cid, None)
         self.trigger_schedule.pop(cid, None)
 
-    async def _store(
+    def _store(
         self,
         cid: str,
         ctx: CustomerContext | None,
@@ -612,41 +765,58 @@ class Pipeline:
         changed: bool = True,
         published: bool = True,
     ) -> None:
-        """Write a context: emit its due triggers, then the table, then the view.
+        """Keep a context to be written when the batch's partition is done (``_write_contexts``):
+        a customer with several ops in one batch is serialised, changelogged and published
+        once. ``published`` False (a tick) writes it only if a trigger fires."""
+        if ctx is None:
+            return
+        unwritten = self._unwritten.get(cid)
+        if unwritten is None:
+            self._unwritten[cid] = _Unwritten(ctx, changed, published)
+        else:
+            unwritten.context = ctx
+            unwritten.changed |= changed
+            unwritten.published |= published
+
+    async def _write_contexts(self) -> None:
+        """Write the contexts the batch changed: triggers, then the table, then the view.
 
         Order: triggers first (their ids are recorded in the context written next, so a
         crash in between re-emits them with the same ids: consumers dedupe), then the
         table and the schedule, then ``customer.context``. Re-publishes even when nothing
-        changed (``published`` False skips an unchanged one): after a crash the table write
-        may have landed while the topic write did not (at-least-once). An unchanged context
+        changed (a tick that fires nothing does not): after a crash the table write may
+        have landed while the topic write did not (at-least-once). An unchanged context
         keeps its ``updated_at``: a duplicate event changes nothing, not even the stamp.
         """
-        if ctx is None:
-            return
-        due, recorded = triggers.due_triggers(ctx, self.now(), self.policy)
-        for trigger in due:
-            body = trigger.model_dump_json().encode()
-            await self.triggers_topic.send(key=cid, value=body)
-            m.TRIGGERS.labels(trigger.rule).inc()
-        if recorded is not None:
-            ctx, published, changed = recorded, True, True
-        # Written only when it changes: every table write is a changelog record, and a
-        # pending trigger's due time stays the same across most events of its customer.
-        due_at = triggers.next_due(ctx)
-        due_iso = None if due_at is None else due_at.isoformat()
-        if self.trigger_schedule.get(cid) != due_iso:
-            if due_iso is None:
-                self.trigger_schedule.pop(cid, None)
-            else:
-                self.trigger_schedule[cid] = due_iso
-        if not published:
-            return
-        if changed:
-            ctx = ctx.model_copy(update={"updated_at": self.now()})
-        body = ctx.model_dump_json().encode()
-        self.contexts[cid] = body
-        self.context_cache[cid] = ctx
-        await self.context_topic.send(key=cid, value=body)
+        unwritten, self._unwritten = self._unwritten, {}
+        now = self.now()
+        for cid, u in unwritten.items():
+            ctx, changed, published = u.context, u.changed, u.published
+            due, recorded = triggers.due_triggers(ctx, now, self.policy)
+            for trigger in due:
+                body = trigger.model_dump_json().encode()
+                await self.triggers_topic.send(key=cid, value=body)
+                m.TRIGGERS.labels(trigger.rule).inc()
+            if recorded is not None:
+                ctx, published, changed = recorded, True, True
+            # Written only when it changes: every table write is a changelog record, and a
+            # pending trigger's due time stays the same across most events of its customer.
+            due_at = triggers.next_due(ctx)
+            due_iso = None if due_at is None else due_at.isoformat()
+            if self.trigger_schedule.get(cid) != due_iso:
+                if due_iso is None:
+                    self.trigger_schedule.pop(cid, None)
+                else:
+                    self.trigger_schedule[cid] = due_iso
+            if not published:
+                self.context_cache[cid] = ctx
+                continue
+            if changed:
+                ctx = ctx.model_copy(update={"updated_at": now})
+            body = ctx.model_dump_json().encode()
+            self.contexts[cid] = body
+            self.context_cache[cid] = ctx
+            await self.context_topic.send(key=cid, value=body)
 
     async def _tick_due(self) -> None:
         """Timer: ask the context stage to fire the triggers that fell due.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from schemas.context import CustomerContext
+from schemas.events import RawEvent
 from schemas.identity import IdentityView, Split
 from tests.integration.test_worker_kafka import consume_until, publish_events, raw
 from tests.processes import Process, http_json, wait_for
@@ -175,7 +177,12 @@ def test_hub_identifier_is_quarantined_listed_and_unmerged(
         # An event that only carries the hub cannot be attributed: dead-lettered with why.
         publish_events(env, [raw("only-hub", 9, shop)])
         dlq = consume_until(env, "raw.events.dlq", lambda r: len(r) >= 1)
-        assert json.loads(dlq[0][1] or b"{}")["reason"] == "only_quarantined_identifiers"
+        letter = json.loads(dlq[0][1] or b"{}")
+        assert letter["reason"] == "only_quarantined_identifiers"
+        # The original is the raw event itself (not the stage's batch record), so that
+        # `omnistitch dlq replay` can send it back to raw.events once the hub is released.
+        original = RawEvent.model_validate_json(base64.b64decode(letter["original_value_b64"]))
+        assert original.event_id == "only-hub"
         metrics = httpx.get(f"{api(env)}/metrics", timeout=10).text
         assert "omnistitch_identity_quarantines_total 1.0" in metrics
         assert 'omnistitch_identity_splits_total{reason="quarantine"} 1.0' in metrics
