@@ -274,8 +274,8 @@ class Pipeline:
         self.requests_topic = internal("identity-requests")
         self.ops_topic = internal("customer-ops")
 
-        def table(name: str, value_type: type) -> faust.types.TableT[str, Any]:
-            return app.Table(name, key_type=str, value_type=value_type, partitions=n)
+        def table(name: str, value_type: type, **kw: Any) -> faust.types.TableT[str, Any]:
+            return app.Table(name, key_type=str, value_type=value_type, partitions=n, **kw)
 
         # The offset of the last raw record the ingest stage processed, per raw partition
         # (key: the partition number). A table write goes to the changelog partition of the
@@ -293,7 +293,12 @@ class Pipeline:
         self.engine = IdentityEngine(self.rules, self.identity_tables)
         self.identity_position = Freshness(partition=None, offset=None, event_time=None)
         # Context tables: written only by the context stage, keyed by customer id.
-        self.contexts = table("customer-contexts", bytes)
+        # ``customer.context`` *is* the contexts table's changelog (as Kafka Streams does
+        # with a source-topic changelog): one record per write serves both the view and
+        # recovery, every row write publishes the view, and removing a row tombstones it.
+        # It is keyed and partitioned like the ops topic, so row p of the table is
+        # partition p of the view.
+        self.contexts = table("customer-contexts", bytes, changelog_topic=self.context_topic)
         self.redirects = table("customer-redirects", str)
         # The last split of each customer, so that a merge decided before it but absorbed
         # after it (the two travel different partitions) is divided the same way.
@@ -639,14 +644,14 @@ class Pipeline:
                     for item in group:
                         for op in customer_ops(cast(bytes, item.value)):
                             m.STAGE_EVENTS.labels("context").inc()
-                            await self._apply(op, out)
+                            self._apply(op, out)
                     await self._write_contexts()
             await out.send(self.ops_topic)
 
-    async def _apply(self, op: AnyCustomerOp, out: Outbox) -> None:
+    def _apply(self, op: AnyCustomerOp, out: Outbox) -> None:
         moved_to = self.redirects.get(op.customer_id)
         if isinstance(op, EraseOp):
-            await self._on_erase(op)
+            self._on_erase(op)
         elif moved_to == ERASED:
             return  # an op that raced with this customer's erasure
         elif moved_to is not None and isinstance(op, EventOp | AbsorbOp | SplitOp):
@@ -655,11 +660,11 @@ class Pipeline:
         elif isinstance(op, EventOp):
             self._on_event(op)
         elif isinstance(op, MergeOp):
-            await self._on_merge(op, out)
+            self._on_merge(op, out)
         elif isinstance(op, AbsorbOp):
             self._on_absorb(op, out)
         elif isinstance(op, SplitOp):
-            await self._on_split(op, out)
+            self._on_split(op, out)
         elif isinstance(op, RestoreOp):
             self._on_restore(op)
         elif isinstance(op, TickOp):
@@ -676,14 +681,13 @@ class Pipeline:
         self._store(cid, updated or current, changed=updated is not None)
         m.event_out(self.context_topic.get_topic_name(), op.event)  # the view is published
 
-    async def _on_merge(self, op: MergeOp, out: Outbox) -> None:
+    def _on_merge(self, op: MergeOp, out: Outbox) -> None:
         cid = op.customer_id
         current = self._load(cid)
         self.redirects[cid] = op.into_id
         self._drop(cid)
         if current is not None:
             out.add(AbsorbOp(customer_id=op.into_id, context=current, decided_at=op.decided_at))
-        await self.context_topic.send(key=cid, value=None)  # tombstone
 
     def _on_absorb(self, op: AbsorbOp, out: Outbox) -> None:
         cid, limit = op.customer_id, self.policy
@@ -705,7 +709,7 @@ class Pipeline:
         updated = ctxlogic.absorb(current, op.context, limit)
         self._store(cid, updated or current, changed=updated is not None)
 
-    async def _on_split(self, op: SplitOp, out: Outbox) -> None:
+    def _on_split(self, op: SplitOp, out: Outbox) -> None:
         cid = op.customer_id
         self.last_splits[cid] = op.model_dump_json().encode()
         current = self._load(cid)
@@ -719,7 +723,6 @@ class Pipeline:
                 out.add(RestoreOp(customer_id=piece, context=part))
         if cid not in parts:
             self._drop(cid)
-            await self.context_topic.send(key=cid, value=None)
 
     def _on_restore(self, op: RestoreOp) -> None:
         cid = op.customer_id
@@ -733,10 +736,9 @@ class Pipeline:
             current = self._load(cid) or CustomerContext(customer_id=cid)
             self._store(cid, ctxlogic.restore(current, op.context, self.policy))
 
-    async def _on_erase(self, op: EraseOp) -> None:
+    def _on_erase(self, op: EraseOp) -> None:
         self.redirects[op.customer_id] = ERASED
         self._drop(op.customer_id)
-        await self.context_topic.send(key=op.customer_id, value=None)  # tombstone
 
     def _load(self, cid: str) -> CustomerContext | None:
         unwritten = self._unwritten.get(cid)
@@ -752,6 +754,7 @@ class Pipeline:
         return ctx
 
     def _drop(self, cid: str) -> None:
+        """Forget a customer's context; removing its row tombstones it on the view."""
         self._unwritten.pop(cid, None)
         self.context_cache.pop(cid, None)
         self.contexts.pop(cid, None)
@@ -813,10 +816,8 @@ class Pipeline:
                 continue
             if changed:
                 ctx = ctx.model_copy(update={"updated_at": now})
-            body = ctx.model_dump_json().encode()
-            self.contexts[cid] = body
+            self.contexts[cid] = ctx.model_dump_json().encode()  # publishes the view
             self.context_cache[cid] = ctx
-            await self.context_topic.send(key=cid, value=body)
 
     async def _tick_due(self) -> None:
         """Timer: ask the context stage to fire the triggers that fell due.
