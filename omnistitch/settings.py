@@ -119,6 +119,12 @@ class WorkerSettings(KafkaSettings):
         default=None,
         description="Context policy (TOML: bounds, trait rules, triggers); defaults when unset.",
     )
+    identity_hot_rows: int = Field(
+        default=50_000,
+        ge=1,
+        le=10_000_000,
+        description="Identity rows kept in memory per identity table (an LRU).",
+    )
     batch_max: int = Field(
         default=500,
         ge=1,

@@ -78,6 +78,7 @@ from pipeline.ops import (
 )
 from pipeline.raw_reader import RangeReader
 from pipeline.rules import Rules, load_rules
+from pipeline.write_behind import WriteBehind
 from schemas.context import CustomerContext
 from schemas.events import RawEvent
 from schemas.identity import Evidence, Freshness, Merge, Split
@@ -290,7 +291,16 @@ class Pipeline:
             hubs=table("identity-hubs", bytes),
             suppressed=table("identity-suppressed", str),
         )
-        self.engine = IdentityEngine(self.rules, self.identity_tables)
+        # The engine works on an in-memory tier over them: hot rows read from memory, and
+        # each row a batch changed written (and changelogged) once when the batch ends.
+        t, rows = self.identity_tables, s.identity_hot_rows
+        self.identity_tiers: list[WriteBehind[Any]] = [
+            WriteBehind(table, rows) for table in (t.owners, t.parents, t.nodes, t.hubs)
+        ]
+        owners, parents, nodes, hubs = self.identity_tiers
+        # (suppressed is read once per identifier and written only by erasures: no tier)
+        tiered = IdentityTables(owners, parents, nodes, hubs, t.suppressed)
+        self.engine = IdentityEngine(self.rules, tiered)
         self.identity_position = Freshness(partition=None, offset=None, event_time=None)
         # Context tables: written only by the context stage, keyed by customer id.
         # ``customer.context`` *is* the contexts table's changelog (as Kafka Streams does
@@ -316,8 +326,12 @@ class Pipeline:
 
         async def forget_cached(_sender: Any, *args: Any, **_kw: Any) -> None:
             self.context_cache.clear()
+            for tier in self.identity_tiers:
+                tier.forget()
 
-        app.on_partitions_revoked.connect(cast(Any, forget_cached))  # mode: loose types
+        # mode's signals are loosely typed
+        app.on_partitions_revoked.connect(cast(Any, forget_cached))
+        app.on_partitions_assigned.connect(cast(Any, forget_cached))
 
         for source, name, fun in (
             (self.raw_topic, "ingest", self._ingest),
@@ -494,15 +508,17 @@ class Pipeline:
 
     # -- stage 2: resolve identity (single writer per tenant) ---------------------------
     async def _identity(self, stream: faust.StreamT[bytes]) -> None:
-        """Per batch, in this order: identity tables written as each request is resolved
-        (their changelogs), merges/splits/dead letters sent, then the customer ops (one
-        record per ops partition), then the records acked."""
+        """Per batch, in this order: merges, splits and dead letters sent as requests are
+        resolved; then each identity row the batch changed written once (its changelog);
+        then the customer ops (one record per ops partition); then the records acked."""
         async for groups in self._batches(stream):
             out = Outbox(self.settings.raw_partitions)
             for group in groups:
                 with processing(group[0]):
                     for item in group:
                         await self._identity_record(item, out)
+                    for tier in self.identity_tiers:
+                        tier.flush()
             await out.send(self.ops_topic)
 
     async def _identity_record(self, item: EventT[Any], out: Outbox) -> None:
