@@ -9,8 +9,24 @@ so that a noisy, shared 2-core machine still yields meaningful ratios:
 3. omnistitch's pipeline: one worker process, from the raw topic to ``customer.context``.
 
 The omnistitch run reports sustained throughput, per-stage rates, CPU per event, peak RSS,
-RocksDB size, the time to recover state from changelogs, and end-to-end latency
-percentiles at a fixed offered load below saturation.
+RocksDB size (also per million customers), the time to recover state from changelogs, and
+end-to-end latency percentiles at a fixed offered load below saturation.
+
+Two optional figures reuse the same drain (``run_pipeline``), each on a fresh topic prefix
+and app id, so with a fresh consumer group and empty state:
+
+4. scaling (``workers > 1``): N worker processes of one app drain the same records, and
+   ``scaling`` is their rate over the 1-worker rate of the same run. CPU per event is summed
+   over the workers, the stage counters are summed over their ``/metrics``. **The identity
+   stage is serialised per tenant by design** (all of a tenant's identity requests are on
+   one partition, so one worker owns it; see pipeline/README.md): it bounds the scaling,
+   and the per-stage rates show whether it is the stage that does. With the default
+   ``OMNISTITCH_STANDBY_REPLICAS=1`` each worker also keeps standby copies of the other's
+   tables, so N workers' RocksDB holds the state more than once and costs replay CPU: that
+   is what a deployment of N workers pays too.
+5. growth (``growth``: customer counts): one worker drains ``events_per_customer`` events
+   per customer for each size, to show how throughput, memory, RocksDB per customer and
+   recovery time change as the population grows. No latency phase: those runs stay short.
 """
 
 from __future__ import annotations
@@ -26,7 +42,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,13 +52,14 @@ import httpx
 from confluent_kafka import Consumer, Producer
 
 from omnistitch.cli import KAFKA_LAUNCHER
-from omnistitch.journeys import generate
+from omnistitch.journeys import MIN_CUSTOMERS, Dataset, generate
 from omnistitch.settings import KafkaSettings
 from omnistitch.topics import CUSTOMER_CONTEXT, RAW_EVENTS, TopicSpec, ensure_topics
 from schemas.events import RawEvent
 
 _STAGE = re.compile(r'^omnistitch_stage_messages_total\{stage="(\w+)"\} ([0-9.e+]+)$', re.M)
 _DEAD = re.compile(r"^omnistitch_dead_letters_total\{[^}]*\} ([0-9.e+]+)$", re.M)
+_REBALANCES = re.compile(r"^omnistitch_rebalances_total ([0-9.e+]+)$", re.M)
 
 
 @dataclass
@@ -58,18 +75,28 @@ class BenchConfig:
     kafka_records: int = 200_000  # the JVM tools need volume to reach steady state
     timeout_s: float = 1_800.0
     profile: Path | None = None  # py-spy of the worker while it drains (.svg or stacks)
+    workers: int = 1  # > 1: also drain the same records with this many workers (scaling)
+    growth: list[int] = field(default_factory=list)  # customer counts of the growth runs
+    events_per_customer: int = 2  # events of each growth run, per customer
 
 
 @dataclass
 class PipelineFigures:
+    """One drain of a preloaded raw topic by ``workers`` processes of one app."""
+
     events: int
+    customers: int
+    workers: int
     seconds: float
     events_per_s: float
     stage_events_per_s: dict[str, float]
-    cpu_us_per_event: float
-    peak_rss_mb: float
-    rocksdb_mb: float
-    recovery_s: float
+    cpu_us_per_event: float  # CPU of every worker, summed, per event
+    peak_rss_mb: float  # the largest worker's
+    rocksdb_mb: float  # every worker's state directory, summed (standby copies included)
+    rocksdb_mb_per_million_customers: float
+    #: Rebalances during the drain, summed over workers: not 0 means its time includes one.
+    rebalances: int = 0
+    recovery_s: float | None = None  # None: not measured (scaling runs)
     latency_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -83,9 +110,12 @@ class BenchReport:
     python_passthrough_cpu_us: float
     pipeline: PipelineFigures
     ratios: dict[str, float]
+    scaled: PipelineFigures | None = None  # the same records drained by ``workers`` workers
+    growth: list[PipelineFigures] = field(default_factory=list)
 
     def table(self) -> str:
         p = self.pipeline
+        recovery = "n/a" if p.recovery_s is None else f"{p.recovery_s:.1f} s"
         rows = [
             ("Kafka ProducerPerformance", _fmt(self.kafka_producer_per_s, "ev/s")),
             ("Kafka ConsumerPerformance", _fmt(self.kafka_consumer_per_s, "ev/s")),
@@ -97,16 +127,74 @@ class BenchReport:
             ("CPU per event (passthrough)", f"{self.python_passthrough_cpu_us:,.0f} µs"),
             ("peak RSS (worker)", f"{p.peak_rss_mb:,.0f} MB"),
             ("RocksDB on disk", f"{p.rocksdb_mb:,.1f} MB"),
-            ("recovery from changelogs", f"{p.recovery_s:.1f} s"),
+            ("RocksDB per million customers", f"{p.rocksdb_mb_per_million_customers:,.0f} MB"),
+            ("recovery from changelogs", recovery),
             *[
                 (f"e2e latency {k} @ {self.config['latency_rate']}/s", f"{v:,.0f} ms")
                 for k, v in p.latency_ms.items()
                 if k.startswith("p")
             ],
-            ("delivered within the latency window", f"{p.latency_ms['delivered_pct']:.0f}%"),
         ]
+        if "delivered_pct" in p.latency_ms:
+            rows.append(
+                ("delivered within the latency window", f"{p.latency_ms['delivered_pct']:.0f}%")
+            )
+        if (s := self.scaled) is not None:
+            rows += [
+                (f"omnistitch, {s.workers} workers, sustained", _fmt(s.events_per_s, "ev/s")),
+                *[(f"  stage {k}", _fmt(v, "ev/s")) for k, v in s.stage_events_per_s.items()],
+                (f"scaling ({s.workers} workers / 1)", f"{self.ratios['scaling']:.2f}x"),
+                (f"CPU per event ({s.workers} workers, summed)", f"{s.cpu_us_per_event:,.0f} µs"),
+                (f"peak RSS (largest of {s.workers})", f"{s.peak_rss_mb:,.0f} MB"),
+                (f"RocksDB on disk ({s.workers} workers)", f"{s.rocksdb_mb:,.1f} MB"),
+            ]
         width = max(len(r[0]) for r in rows)
-        return "\n".join(f"{name:<{width}}  {value:>16}" for name, value in rows)
+        text = "\n".join(f"{name:<{width}}  {value:>16}" for name, value in rows)
+        return text + ("\n\n" + growth_table(self.growth) if self.growth else "")
+
+
+def growth_table(rows: Sequence[PipelineFigures]) -> str:
+    """One line per growth run: how one worker's figures change with the population."""
+    head = (
+        "customers",
+        "events",
+        "ev/s",
+        "CPU µs/ev",
+        "peak RSS MB",
+        "RocksDB MB",
+        "MB/M cust.",
+        "recovery s",
+    )
+    body = [
+        (
+            f"{g.customers:,}",
+            f"{g.events:,}",
+            f"{g.events_per_s:,.0f}",
+            f"{g.cpu_us_per_event:,.0f}",
+            f"{g.peak_rss_mb:,.0f}",
+            f"{g.rocksdb_mb:,.1f}",
+            f"{g.rocksdb_mb_per_million_customers:,.0f}",
+            "n/a" if g.recovery_s is None else f"{g.recovery_s:,.1f}",
+        )
+        for g in rows
+    ]
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *body]
+    )
+
+
+def parse_growth(text: str) -> list[int]:
+    """``"10000,100000"`` -> ``[10000, 100000]``; ``ValueError`` on anything else."""
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--growth: not a comma list of customer counts: {text!r}") from None
+    if not sizes:
+        raise ValueError("--growth: give customer counts, e.g. 10000,100000")
+    if (small := min(sizes)) < MIN_CUSTOMERS:
+        raise ValueError(f"--growth: need at least {MIN_CUSTOMERS} customers, got {small}")
+    return sizes
 
 
 def _fmt(value: float | None, unit: str) -> str:
@@ -238,13 +326,15 @@ class _Worker:
         self.api = f"http://127.0.0.1:{env['OMNISTITCH_API_PORT']}"
 
     def stages(self) -> dict[str, float]:
-        """Messages per stage so far, plus ``dead``: records dead-lettered (not resolved)."""
+        """Messages per stage so far, plus ``dead``: records dead-lettered (not resolved),
+        and ``rebalances``: the rebalances this worker took part in."""
         try:
             text = httpx.get(f"{self.api}/metrics", timeout=5).text
         except httpx.TransportError:
             return {}
         counts = {m[0]: float(m[1]) for m in _STAGE.findall(text)}
         counts["dead"] = sum(float(v) for v in _DEAD.findall(text))
+        counts["rebalances"] = sum(float(v) for v in _REBALANCES.findall(text))
         return counts
 
     def ready(self) -> bool:
@@ -263,19 +353,15 @@ class _Worker:
                 return int(line.split()[1]) / 1024
         return 0.0
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(60)
 
-
-def _wait(what: str, probe: Callable[[], bool], timeout: float, worker: _Worker) -> None:
+def _wait(what: str, probe: Callable[[], bool], timeout: float, workers: Sequence[_Worker]) -> None:
     deadline = time.monotonic() + timeout
+    logs = ", ".join(str(w.log) for w in workers)
     while not probe():
-        if worker.proc.poll() is not None:
-            raise RuntimeError(f"worker exited while waiting for {what}; see {worker.log}")
+        if any(w.proc.poll() is not None for w in workers):
+            raise RuntimeError(f"a worker exited while waiting for {what}; see {logs}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}; see {worker.log}")
+            raise RuntimeError(f"timed out waiting for {what}; see {logs}")
         time.sleep(0.2)
 
 
@@ -287,8 +373,63 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _free_ports(n: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(_free_port())
+    return sorted(ports)
+
+
+class _Fleet:
+    """``len(envs)`` worker processes of one app (one consumer group), read as one."""
+
+    def __init__(self, envs: Sequence[dict[str, str]], logs: Sequence[Path]) -> None:
+        self.envs, self.logs = list(envs), list(logs)
+        self.workers: list[_Worker] = []
+
+    def start(self) -> None:
+        self.workers = [_Worker(env, log) for env, log in zip(self.envs, self.logs, strict=True)]
+
+    def stages(self) -> dict[str, float]:
+        """Every worker's stage counters, summed."""
+        total: dict[str, float] = {}
+        for w in self.workers:
+            for stage, count in w.stages().items():
+                total[stage] = total.get(stage, 0.0) + count
+        return total
+
+    def ready(self) -> bool:
+        return all(w.ready() for w in self.workers)
+
+    def settled(self) -> bool:
+        """Every worker ready, twice a second apart: a worker that turns ready before the
+        others join is rebalanced again as they do, and is not ready in between."""
+        if not self.ready():
+            return False
+        time.sleep(1.0)
+        return self.ready()
+
+    def cpu_s(self) -> float:
+        return sum(w.cpu_s() for w in self.workers)
+
+    def peak_rss_mb(self) -> float:
+        return max(w.peak_rss_mb() for w in self.workers)
+
+    def stop(self) -> None:
+        """SIGTERM every worker at once (one by one, each would rebalance the rest)."""
+        for w in self.workers:
+            if w.proc.poll() is None:
+                os.killpg(w.proc.pid, signal.SIGTERM)
+        for w in self.workers:
+            w.proc.wait(60)
+
+
 def _dir_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+#: Timeline entries of each published context the latency reader looks at.
+LATENCY_SCAN = 50
 
 
 def measure_latency(
@@ -309,14 +450,22 @@ def measure_latency(
     consumer.subscribe([prefix + CUSTOMER_CONTEXT])
 
     def read() -> None:
+        # poll(), not consume(num_messages=...): a batch consume waits out its whole timeout
+        # unless the batch fills, which at a low offered rate adds that timeout to every
+        # sample (the figures before this fix carried ~200 ms of it).
         while not stop.is_set():
-            for msg in consumer.consume(num_messages=500, timeout=0.2):
-                if msg.error() or not msg.value():
-                    continue
-                now = time.monotonic()
-                head = json.loads(msg.value() or b"{}")["timeline"][:1]
-                if head and head[0]["event_id"] not in seen:
-                    seen[head[0]["event_id"]] = now
+            msg = consumer.poll(0.05)
+            if msg is None or msg.error() or not msg.value():
+                continue
+            now = time.monotonic()
+            # The offered events are the newest of their customer's timeline, and one
+            # published context can carry several of them (the context stage writes a
+            # customer once per batch): every one not seen before arrived now.
+            for entry in json.loads(msg.value() or b"{}")["timeline"][:LATENCY_SCAN]:
+                eid = entry["event_id"]
+                if not eid.startswith("lat-"):
+                    break
+                seen.setdefault(eid, now)
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -367,109 +516,8 @@ def _profile(worker: _Worker, out: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def run_pipeline(cfg: BenchConfig, records: list[tuple[bytes, bytes]]) -> PipelineFigures:
-    prefix = f"bench{uuid.uuid4().hex[:6]}."
-    state = cfg.workdir / prefix.rstrip(".") / "state"
-    env = {
-        "OMNISTITCH_BOOTSTRAP_SERVERS": cfg.bootstrap,
-        "OMNISTITCH_TOPIC_PREFIX": prefix,
-        "OMNISTITCH_APP_ID": prefix.rstrip(".") + "-app",
-        "OMNISTITCH_STATE_DIR": str(state),
-        "OMNISTITCH_API_PORT": str(_free_port()),
-        "OMNISTITCH_LOG_LEVEL": "WARNING",
-    }
-    ensure_topics(KafkaSettings(bootstrap_servers=cfg.bootstrap, topic_prefix=prefix))
-    _say(f"preloading {len(records):,} events into {prefix}{RAW_EVENTS}")
-    preload(cfg.bootstrap, prefix + RAW_EVENTS, records)
-    log = cfg.workdir / f"{prefix}worker.log"
-    worker = _Worker(env, log)
-    try:
-        _say("worker started; waiting for it to drain the topic")
-        _wait("first events", lambda: worker.stages().get("ingest", 0) > 0, 120, worker)
-        t0, cpu0 = time.monotonic(), worker.cpu_s()
-        spy = _profile(worker, cfg.profile) if cfg.profile is not None else None
-        n = len(records)
-        done_at: dict[str, float] = {}
-        last_report = t0
-
-        def drained() -> bool:
-            nonlocal last_report
-            stages = worker.stages()
-            now = time.monotonic()
-            # Dead-lettered events leave at ingest; the identity stage resolves the rest.
-            expect = {"ingest": n, "identity": n - stages.get("dead", 0)}
-            for stage, count in expect.items():
-                if stage not in done_at and stages.get(stage, 0) >= count:
-                    done_at[stage] = now
-            if now - last_report > 5:
-                last_report = now
-                _say(f"  {', '.join(f'{k} {v:,.0f}' for k, v in stages.items())} of {n:,}")
-            # The context stage sees each event once plus merge traffic: done once it idles.
-            ctx = stages.get("context", 0)
-            if "identity" in done_at and ctx >= expect["identity"]:
-                time.sleep(1.0)
-                if worker.stages().get("context", 0) == ctx:
-                    done_at["context"] = now
-                    return True
-            return False
-
-        _wait("the pipeline to drain", drained, cfg.timeout_s, worker)
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-            spy.wait(120)
-            _say(f"profile: {cfg.profile}")
-        seconds = done_at["context"] - t0
-        cpu = worker.cpu_s() - cpu0
-        figures = PipelineFigures(
-            events=n,
-            seconds=seconds,
-            events_per_s=n / seconds,
-            stage_events_per_s={s: n / (t - t0) for s, t in done_at.items()},
-            cpu_us_per_event=cpu / n * 1e6,
-            peak_rss_mb=worker.peak_rss_mb(),
-            rocksdb_mb=_dir_mb(state),
-            recovery_s=0.0,
-        )
-        worker.stop()
-        _say("recovery: wiping local state, restarting, timing until ready")
-        shutil.rmtree(state)
-        started = time.monotonic()
-        worker = _Worker(env, log)
-        _wait("recovery", worker.ready, cfg.timeout_s, worker)
-        figures.recovery_s = time.monotonic() - started
-        _say(f"latency: offering {cfg.latency_rate}/s for {cfg.latency_seconds:.0f}s")
-        base = [RawEvent.model_validate_json(v) for _, v in records[: min(len(records), 5000)]]
-
-        def make(i: int) -> RawEvent:
-            proto = base[i % len(base)]
-            now = datetime.now(UTC)
-            # Happening now, so it is the newest entry of its customer's timeline.
-            return proto.model_copy(
-                update={
-                    "event_id": f"lat-{i}-{proto.event_id}",
-                    "occurred_at": now,
-                    "received_at": now,
-                }
-            )
-
-        figures.latency_ms = measure_latency(
-            cfg.bootstrap, env, cfg.latency_rate, cfg.latency_seconds, make
-        )
-        return figures
-    finally:
-        worker.stop()
-
-
-def run_bench(cfg: BenchConfig) -> BenchReport:
-    """Run the baselines and the pipeline on the same broker, one after the other."""
-    if not cfg.bootstrap:
-        started = subprocess.run(
-            [str(KAFKA_LAUNCHER), "start"], capture_output=True, text=True, check=True
-        )
-        cfg.bootstrap = started.stdout.strip().splitlines()[-1]
-    cfg.workdir.mkdir(parents=True, exist_ok=True)
-    _say(f"generating {cfg.events:,} events for {cfg.customers:,} people (seed {cfg.seed})")
-    dataset = generate(cfg.customers, cfg.events, cfg.seed)
+def to_records(dataset: Dataset) -> list[tuple[bytes, bytes]]:
+    """The dataset's events as raw-topic records (key: the event's first identifier)."""
     now = datetime.now(UTC)
     records = []
     for e in dataset.events:
@@ -483,6 +531,155 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
             identifiers=e.identifiers,
         )
         records.append((e.identifiers[0].key.encode(), raw.model_dump_json().encode()))
+    return records
+
+
+def run_pipeline(
+    cfg: BenchConfig,
+    records: list[tuple[bytes, bytes]],
+    *,
+    customers: int,
+    workers: int = 1,
+    recovery: bool = True,
+    latency: bool = True,
+    profile: Path | None = None,
+) -> PipelineFigures:
+    """``workers`` processes of a fresh app (fresh topics, group and state) drain ``records``.
+
+    The workers start first and the records are preloaded once every one of them is ready,
+    so that all of them drain from the start (a worker joining later would find most of the
+    topic consumed by the others). The drain is timed from the start of the preload until
+    the context stage idles with every event through. Then, optionally: ``recovery`` wipes
+    every worker's state and times their restart until all are ready again; ``latency``
+    offers ``cfg.latency_rate`` events/s and times each to its published context.
+    """
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    root = cfg.workdir / prefix.rstrip(".")
+    ports = _free_ports(workers)
+    envs = [
+        {
+            "OMNISTITCH_BOOTSTRAP_SERVERS": cfg.bootstrap,
+            "OMNISTITCH_TOPIC_PREFIX": prefix,
+            "OMNISTITCH_APP_ID": prefix.rstrip(".") + "-app",
+            "OMNISTITCH_STATE_DIR": str(root / f"state-{i}"),
+            "OMNISTITCH_API_PORT": str(port),
+            "OMNISTITCH_LOG_LEVEL": "WARNING",
+        }
+        for i, port in enumerate(ports)
+    ]
+    states = [Path(env["OMNISTITCH_STATE_DIR"]) for env in envs]
+    logs = [cfg.workdir / f"{prefix}worker-{i}.log" for i in range(workers)]
+    ensure_topics(KafkaSettings(bootstrap_servers=cfg.bootstrap, topic_prefix=prefix))
+    fleet = _Fleet(envs, logs)
+    try:
+        fleet.start()
+        _say(f"{workers} worker(s) starting on {prefix}; waiting until every one is ready")
+        _wait("every worker ready", fleet.settled, cfg.timeout_s, fleet.workers)
+        # The clock starts before the first record is written: the workers consume while
+        # the preload runs (it is much faster than they are).
+        t0, cpu0, before = time.monotonic(), fleet.cpu_s(), fleet.stages()
+        spy = _profile(fleet.workers[0], profile) if profile is not None else None
+        _say(f"preloading {len(records):,} events into {prefix}{RAW_EVENTS}")
+        preload(cfg.bootstrap, prefix + RAW_EVENTS, records)
+        _wait("first events", lambda: fleet.stages().get("ingest", 0) > 0, 120, fleet.workers)
+        n = len(records)
+        done_at: dict[str, float] = {}
+        last_report = t0
+
+        def drained() -> bool:
+            nonlocal last_report
+            stages = fleet.stages()
+            now = time.monotonic()
+            # Dead-lettered events leave at ingest; the identity stage resolves the rest.
+            expect = {"ingest": n, "identity": n - stages.get("dead", 0)}
+            for stage, count in expect.items():
+                if stage not in done_at and stages.get(stage, 0) >= count:
+                    done_at[stage] = now
+            if now - last_report > 5:
+                last_report = now
+                counts = ", ".join(f"{k} {v:,.0f}" for k, v in stages.items() if k != "rebalances")
+                _say(f"  {counts} of {n:,}")
+            # The context stage sees each event once plus merge traffic: done once it idles.
+            ctx = stages.get("context", 0)
+            if "identity" in done_at and ctx >= expect["identity"]:
+                time.sleep(1.0)
+                if fleet.stages().get("context", 0) == ctx:
+                    done_at["context"] = now
+                    return True
+            return False
+
+        _wait("the pipeline to drain", drained, cfg.timeout_s, fleet.workers)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            spy.wait(120)
+            _say(f"profile: {profile}")
+        seconds = done_at["context"] - t0
+        cpu = fleet.cpu_s() - cpu0
+        rocksdb_mb = sum(_dir_mb(state) for state in states)
+        rebalances = int(fleet.stages().get("rebalances", 0) - before.get("rebalances", 0))
+        if rebalances:
+            _say(f"warning: {rebalances} rebalance(s) during the drain; its time includes them")
+        figures = PipelineFigures(
+            events=n,
+            customers=customers,
+            workers=workers,
+            seconds=seconds,
+            events_per_s=n / seconds,
+            stage_events_per_s={s: n / (t - t0) for s, t in done_at.items()},
+            cpu_us_per_event=cpu / n * 1e6,
+            peak_rss_mb=fleet.peak_rss_mb(),
+            rocksdb_mb=rocksdb_mb,
+            rocksdb_mb_per_million_customers=rocksdb_mb / customers * 1e6,
+            rebalances=rebalances,
+        )
+        _say(f"drained: {figures.events_per_s:,.0f} ev/s with {workers} worker(s)")
+        if recovery:
+            fleet.stop()
+            _say("recovery: wiping local state, restarting, timing until ready")
+            for state in states:
+                shutil.rmtree(state, ignore_errors=True)
+            started = time.monotonic()
+            fleet.start()
+            _wait("recovery", fleet.ready, cfg.timeout_s, fleet.workers)
+            figures.recovery_s = time.monotonic() - started
+        if latency:
+            figures.latency_ms = _latency(cfg, envs[0], records)
+        return figures
+    finally:
+        fleet.stop()
+
+
+def _latency(
+    cfg: BenchConfig, env: dict[str, str], records: list[tuple[bytes, bytes]]
+) -> dict[str, float]:
+    _say(f"latency: offering {cfg.latency_rate}/s for {cfg.latency_seconds:.0f}s")
+    base = [RawEvent.model_validate_json(v) for _, v in records[: min(len(records), 5000)]]
+
+    def make(i: int) -> RawEvent:
+        proto = base[i % len(base)]
+        now = datetime.now(UTC)
+        # Happening now, so it is the newest entry of its customer's timeline.
+        return proto.model_copy(
+            update={
+                "event_id": f"lat-{i}-{proto.event_id}",
+                "occurred_at": now,
+                "received_at": now,
+            }
+        )
+
+    return measure_latency(cfg.bootstrap, env, cfg.latency_rate, cfg.latency_seconds, make)
+
+
+def run_bench(cfg: BenchConfig) -> BenchReport:
+    """Run the baselines and the pipeline on the same broker, one after the other."""
+    if not cfg.bootstrap:
+        started = subprocess.run(
+            [str(KAFKA_LAUNCHER), "start"], capture_output=True, text=True, check=True
+        )
+        cfg.bootstrap = started.stdout.strip().splitlines()[-1]
+    cfg.workdir.mkdir(parents=True, exist_ok=True)
+    _say(f"generating {cfg.events:,} events for {cfg.customers:,} people (seed {cfg.seed})")
+    records = to_records(generate(cfg.customers, cfg.events, cfg.seed))
     size = int(statistics.mean(len(v) for _, v in records))
     scratch = f"bench{uuid.uuid4().hex[:6]}."
     settings = KafkaSettings(bootstrap_servers=cfg.bootstrap, topic_prefix=scratch)
@@ -499,7 +696,26 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
         cfg.bootstrap, scratch + RAW_EVENTS, scratch + "sink", len(records)
     )
     _say("omnistitch: one worker")
-    figures = run_pipeline(cfg, records)
+    figures = run_pipeline(cfg, records, customers=cfg.customers, profile=cfg.profile)
+    ratios = {"pipeline_vs_passthrough": figures.events_per_s / pass_rate}
+    scaled = None
+    if cfg.workers > 1:
+        _say(f"omnistitch: {cfg.workers} workers, the same {len(records):,} events")
+        scaled = run_pipeline(
+            cfg,
+            records,
+            customers=cfg.customers,
+            workers=cfg.workers,
+            recovery=False,
+            latency=False,
+        )
+        ratios["scaling"] = scaled.events_per_s / figures.events_per_s
+    growth = []
+    for i, customers in enumerate(cfg.growth, 1):
+        events = customers * cfg.events_per_customer
+        _say(f"growth {i}/{len(cfg.growth)}: {customers:,} customers, {events:,} events")
+        grown = to_records(generate(customers, events, cfg.seed))
+        growth.append(run_pipeline(cfg, grown, customers=customers, latency=False))
     return BenchReport(
         machine={"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         config={k: str(v) for k, v in asdict(cfg).items()},
@@ -508,7 +724,9 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
         python_passthrough_per_s=pass_rate,
         python_passthrough_cpu_us=pass_cpu,
         pipeline=figures,
-        ratios={"pipeline_vs_passthrough": figures.events_per_s / pass_rate},
+        ratios=ratios,
+        scaled=scaled,
+        growth=growth,
     )
 
 

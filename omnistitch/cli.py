@@ -261,10 +261,32 @@ def bench(
             "(.svg: a flame graph; otherwise collapsed stacks)."
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Also drain the same events with N workers and report the scaling ratio.",
+        ),
+    ] = 1,
+    growth: Annotated[
+        str | None,
+        typer.Option(
+            help="Customer counts, comma separated (10000,100000): one 1-worker drain each, "
+            "of --events-per-customer events per customer."
+        ),
+    ] = None,
+    events_per_customer: Annotated[
+        int, typer.Option(min=1, help="Events per customer of the --growth runs.")
+    ] = 2,
 ) -> None:
     """Benchmark one worker against Kafka's and a Python passthrough's ceilings, same run."""
-    from omnistitch.bench import BenchConfig, run_bench, to_json
+    from omnistitch.bench import BenchConfig, parse_growth, run_bench, to_json
 
+    try:
+        sizes = parse_growth(growth) if growth is not None else []
+    except ValueError as exc:
+        typer.echo(f"omnistitch: {exc}", err=True)
+        raise typer.Exit(2) from None
     cfg = BenchConfig(
         events=events,
         customers=customers,
@@ -274,6 +296,9 @@ def bench(
         java_baseline=java_baseline,
         profile=profile,
         bootstrap=os.environ.get("OMNISTITCH_BOOTSTRAP_SERVERS", ""),
+        workers=workers,
+        growth=sizes,
+        events_per_customer=events_per_customer,
     )
     report = run_bench(cfg)
     typer.echo(report.table())

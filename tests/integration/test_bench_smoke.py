@@ -1,6 +1,7 @@
 """A short ``omnistitch bench`` run: the harness works end to end and reports sane figures.
 
-It asserts shape and sanity, not speed: speed is what the full run is for.
+It asserts shape and sanity, not speed: speed is what the full run is for. One run covers
+every phase: the baselines, one worker, two workers (scaling) and two growth sizes.
 """
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from omnistitch.bench import BenchConfig, run_bench, to_json
+import pytest
+
+from omnistitch.bench import BenchConfig, parse_growth, run_bench, to_json
 
 
 def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -21,6 +24,8 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
         workdir=tmp_path,
         kafka_records=20_000,
         timeout_s=300,
+        workers=2,
+        growth=[200, 400],
     )
     report = run_bench(cfg)
     p = report.pipeline
@@ -30,17 +35,72 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert report.kafka_consumer_per_s > 0
     assert report.python_passthrough_per_s > 0
     assert p.events == 1_500
+    assert (p.customers, p.workers) == (300, 1)
     assert p.events_per_s > 0
     assert set(p.stage_events_per_s) == {"ingest", "identity", "context"}
     assert p.stage_events_per_s["ingest"] >= p.stage_events_per_s["context"]
     assert 0 < p.cpu_us_per_event < 1e6
     assert 20 < p.peak_rss_mb < 4_000
     assert p.rocksdb_mb > 0
+    assert p.rocksdb_mb_per_million_customers == pytest.approx(p.rocksdb_mb / 300 * 1e6)
+    assert p.recovery_s is not None
     assert p.recovery_s > 0
     assert p.latency_ms["p50"] <= p.latency_ms["p95"] <= p.latency_ms["p99"]
     assert p.latency_ms["delivered_pct"] > 50
     assert 0 < report.ratios["pipeline_vs_passthrough"] < 10
+
+    # Scaling: the same events drained by two workers, their counters summed.
+    s = report.scaled
+    assert s is not None
+    assert (s.events, s.workers) == (1_500, 2)
+    assert s.events_per_s > 0
+    assert set(s.stage_events_per_s) == {"ingest", "identity", "context"}
+    assert all(v > 0 for v in s.stage_events_per_s.values())
+    assert 0 < s.cpu_us_per_event < 1e6
+    assert 20 < s.peak_rss_mb < 4_000
+    assert s.rocksdb_mb > 0
+    assert s.recovery_s is None
+    assert not s.latency_ms
+    assert report.ratios["scaling"] == pytest.approx(s.events_per_s / p.events_per_s)
+    assert 0 < report.ratios["scaling"] < 10
+
+    # Growth: one 1-worker drain per size, 2 events per customer, no latency phase.
+    assert [(g.customers, g.events, g.workers) for g in report.growth] == [
+        (200, 400, 1),
+        (400, 800, 1),
+    ]
+    for g in report.growth:
+        assert g.events_per_s > 0
+        assert 0 < g.cpu_us_per_event < 1e6
+        assert 20 < g.peak_rss_mb < 4_000
+        assert g.rocksdb_mb > 0
+        assert g.rocksdb_mb_per_million_customers > 0
+        assert g.recovery_s is not None
+        assert g.recovery_s > 0
+        assert not g.latency_ms
+
     table = report.table()
     assert "Python passthrough" in table
     assert "e2e latency p99" in table
-    assert json.loads(to_json(report))["pipeline"]["events"] == 1_500
+    assert "RocksDB per million customers" in table
+    assert "omnistitch, 2 workers, sustained" in table
+    assert "scaling (2 workers / 1)" in table
+    assert "MB/M cust." in table
+    data = json.loads(to_json(report))
+    assert data["pipeline"]["events"] == 1_500
+    assert data["pipeline"]["rocksdb_mb_per_million_customers"] > 0
+    assert data["scaled"]["workers"] == 2
+    assert data["ratios"]["scaling"] > 0
+    assert [g["customers"] for g in data["growth"]] == [200, 400]
+    assert {"events_per_s", "cpu_us_per_event", "peak_rss_mb", "rocksdb_mb"} <= set(
+        data["growth"][0]
+    )
+    assert {"rocksdb_mb_per_million_customers", "recovery_s"} <= set(data["growth"][0])
+
+
+def test_growth_sizes_parse() -> None:
+    assert parse_growth("10000,100000") == [10_000, 100_000]
+    assert parse_growth(" 200, 400 ,") == [200, 400]
+    for bad in ("", "ten", "200,10"):
+        with pytest.raises(ValueError, match="--growth"):
+            parse_growth(bad)
