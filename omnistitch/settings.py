@@ -125,6 +125,13 @@ class WorkerSettings(KafkaSettings):
         le=10_000_000,
         description="Identity rows kept in memory per identity table (an LRU).",
     )
+    fetch_backoff_s: float = Field(
+        default=0.005,
+        gt=0,
+        le=1.0,
+        description="Longest the consumer holds a broker's next fetch while fetched records "
+        "wait (aiokafka's prefetch_backoff, 0.1 s by default): bounds the latency per hop.",
+    )
     batch_max: int = Field(
         default=500,
         ge=1,

@@ -11,6 +11,7 @@ from omnistitch.settings import WorkerSettings
 from omnistitch.topics import ensure_topics
 from pipeline.api import register_api
 from pipeline.app import Pipeline
+from pipeline.fetch_backoff import limit_fetch_backoff
 from pipeline.instrumentation import instrument, own_lag_monitor
 from pipeline.rules import Rules
 from pipeline.state_dir import mark_clean, prepare
@@ -34,6 +35,7 @@ def run(settings: WorkerSettings, rules: Rules) -> None:
     broker on a thread of its own and served at ``/metrics`` with the stage counters.
     """
     prepare(settings.state_dir)  # local state is trusted only after a clean stop
+    limit_fetch_backoff(settings.fetch_backoff_s)  # before faust creates its consumer
     monitor = own_lag_monitor(settings)
     pipeline = build(settings, rules, broker_ok=monitor.healthy)
     instrument(pipeline, monitor)
