@@ -146,6 +146,8 @@ _PLACEHOLDER_EMAILS: Final = (
 )
 #: US area codes (no toll-free, no N11); numbers are the fictional 555-01XX range.
 _AREA_CODES: Final = tuple(a for a in range(201, 990) if a % 100 != 11 and a // 100 != 8)
+#: Draws of a fictional 555-01XX number before the generator widens to the 555 exchange.
+_FICTIONAL_TRIES: Final = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,8 +253,16 @@ class _Generator:
         return address
 
     def _phone(self) -> str:
-        while True:
+        # The fictional 555-0100..0199 numbers first (about 68,000 of them); a population
+        # that has used most of them draws from the whole 555 exchange, which never runs out
+        # before the generator's other limits.
+        for _ in range(_FICTIONAL_TRIES):
             number = f"{self.rng.choice(_AREA_CODES)}5550{self.rng.randint(100, 199)}"
+            if number not in self.phones:
+                self.phones.add(number)
+                return number
+        while True:
+            number = f"{self.rng.choice(_AREA_CODES)}555{self.rng.randint(0, 9999):04d}"
             if number not in self.phones:
                 self.phones.add(number)
                 return number

@@ -19,12 +19,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from omnistitch.journeys import (
+    _AREA_CODES,
     DETERMINISTIC_TRAPS,
     EPOCH,
     WINDOW,
     Dataset,
     LabelledEvent,
     Trap,
+    _Generator,
     generate,
 )
 from omnistitch.quality import (
@@ -381,3 +383,15 @@ def test_engine_an_unlisted_placeholder_email_is_quarantined() -> None:
     for i in range(60):
         _resolve(engine, f"v{i}", i, f"anonymous_id:visitor{i}", "email:noemail@noemail.com")
     assert [q.identifier for q in engine.quarantined()] == ["email:noemail@noemail.com"]
+
+
+def test_the_generator_never_runs_out_of_phone_numbers() -> None:
+    """A population larger than the fictional 555-01XX range (~68,000 numbers) once made
+    the generator loop for ever (found by ``bench --growth 10000,100000``)."""
+    gen = _Generator(customers=40, events=80, seed=1)
+    gen.phones.update(f"{a}5550{n}" for a in _AREA_CODES for n in range(100, 200))
+    numbers = {gen._phone() for _ in range(1_000)}
+    assert len(numbers) == 1_000
+    for number in numbers:
+        assert number[3:6] == "555"
+        assert normalise([Identifier(type="phone", value=number)], Rules()).identifiers
