@@ -1,0 +1,45 @@
+"""The faust wiring's own decisions, checked without a broker (the integration tests run it)."""
+
+from __future__ import annotations
+
+import json
+
+from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
+
+from omnistitch.settings import WorkerSettings
+from pipeline.app import BATCH_RECORD_BYTES, Pipeline, batch_records, key_partition
+from pipeline.ops import OpBatch, TickOp, customer_ops
+
+
+def pipeline(**settings: object) -> Pipeline:
+    return Pipeline(WorkerSettings(bootstrap_servers="127.0.0.1:1", **settings))  # type: ignore[arg-type]
+
+
+def test_customer_context_is_the_contexts_changelog_without_acks() -> None:
+    p = pipeline(topic_prefix="t.")
+    changelog = p.contexts.changelog_topic
+    assert changelog.get_topic_name() == "t.customer.context"
+    # Acked topics get offset-gap tracking, quadratic on a compacted topic's recovery.
+    assert changelog.acks is False
+
+
+def test_the_producer_buffer_holds_a_batch_of_table_writes() -> None:
+    assert pipeline(batch_max=500).app.producer.buffer.max_messages == 10_000
+    assert pipeline(batch_max=1).app.producer.buffer.max_messages == 100
+
+
+def test_batch_records_go_where_kafka_would_send_each_key() -> None:
+    kafka = DefaultPartitioner()
+    for i in range(200):
+        key = f"cus_{i:04d}"
+        assert key_partition(key, 8) == kafka(key.encode(), list(range(8)), list(range(8)))
+
+
+def test_batch_records_keep_order_and_stay_under_the_record_limit() -> None:
+    ops = [TickOp(customer_id=f"c{i}-" + "x" * 1000) for i in range(800)]
+    parts = [op.model_dump_json().encode() for op in ops]
+    records = list(batch_records(parts, "ops"))
+    assert len(records) > 1
+    assert all(len(r) <= BATCH_RECORD_BYTES + 2_000 for r in records)
+    assert [op for r in records for op in customer_ops(r)] == ops
+    assert OpBatch.model_validate(json.loads(records[0])).ops[0] == ops[0]
