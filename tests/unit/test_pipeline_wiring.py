@@ -7,7 +7,13 @@ import json
 from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
 
 from omnistitch.settings import WorkerSettings
-from pipeline.app import BATCH_RECORD_BYTES, Pipeline, batch_records, key_partition
+from pipeline.app import (
+    BATCH_RECORD_BYTES,
+    ROCKSDB_OPTIONS,
+    Pipeline,
+    batch_records,
+    key_partition,
+)
 from pipeline.ops import OpBatch, TickOp, customer_ops
 
 
@@ -43,3 +49,10 @@ def test_batch_records_keep_order_and_stay_under_the_record_limit() -> None:
     assert all(len(r) <= BATCH_RECORD_BYTES + 2_000 for r in records)
     assert [op for r in records for op in customer_ops(r)] == ops
     assert OpBatch.model_validate(json.loads(records[0])).ops[0] == ops[0]
+
+
+def test_every_table_bounds_its_rocksdb_memory() -> None:
+    p = pipeline()
+    for table in p.tables:
+        assert table.options == ROCKSDB_OPTIONS
+        assert table.options is not ROCKSDB_OPTIONS  # faust pops keys from the dict it gets
