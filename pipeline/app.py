@@ -106,12 +106,14 @@ BATCH_RECORD_BYTES = 262_144
 
 def batch_records(parts: Sequence[bytes], field: str) -> Iterator[bytes]:
     """``{"op":"batch","<field>":[...]}`` records holding ``parts`` (serialised messages) in
-    order, each at most ``BATCH_RECORD_BYTES`` unless one part alone is larger."""
+    order, each at most ``BATCH_RECORD_BYTES`` unless one part alone is larger, and at most
+    ``MAX_REQUESTS_PER_RECORD`` parts (decision positions reserve that many per record)."""
     head = b'{"op":"batch","' + field.encode() + b'":['
     chunk: list[bytes] = []
     size = 0
     for part in parts:
-        if chunk and size + len(part) > BATCH_RECORD_BYTES:
+        full = len(chunk) == MAX_REQUESTS_PER_RECORD
+        if chunk and (full or size + len(part) > BATCH_RECORD_BYTES):
             yield head + b",".join(chunk) + b"]}"
             chunk, size = [], 0
         chunk.append(part)

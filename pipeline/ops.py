@@ -51,7 +51,6 @@ class EraseRequest(_Msg):
 
 AnyIdentityRequest = ResolveRequest | SplitRequest | EraseRequest
 IdentityRequest = Annotated[AnyIdentityRequest, Field(discriminator="op")]
-IDENTITY_REQUEST: TypeAdapter[AnyIdentityRequest] = TypeAdapter(IdentityRequest)
 
 
 class RequestBatch(_Msg):
@@ -152,7 +151,6 @@ CustomerOp = Annotated[
     Field(discriminator="op"),
 ]
 AnyCustomerOp = EventOp | MergeOp | AbsorbOp | SplitOp | RestoreOp | RedirectOp | EraseOp | TickOp
-CUSTOMER_OP: TypeAdapter[AnyCustomerOp] = TypeAdapter(CustomerOp)
 
 
 class OpBatch(_Msg):

@@ -14,7 +14,7 @@ from pipeline.app import (
     batch_records,
     key_partition,
 )
-from pipeline.ops import OpBatch, TickOp, customer_ops
+from pipeline.ops import MAX_REQUESTS_PER_RECORD, OpBatch, TickOp, customer_ops
 
 
 def pipeline(**settings: object) -> Pipeline:
@@ -56,3 +56,9 @@ def test_every_table_bounds_its_rocksdb_memory() -> None:
     for table in p.tables:
         assert table.options == ROCKSDB_OPTIONS
         assert table.options is not ROCKSDB_OPTIONS  # faust pops keys from the dict it gets
+
+
+def test_a_batch_record_never_holds_more_parts_than_decision_positions_reserve() -> None:
+    parts = [b"{}"] * (MAX_REQUESTS_PER_RECORD + 1)
+    counts = [json.loads(r)["requests"].__len__() for r in batch_records(parts, "requests")]
+    assert counts == [MAX_REQUESTS_PER_RECORD, 1]
