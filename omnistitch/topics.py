@@ -74,6 +74,17 @@ def pipeline_input_topics(settings: KafkaSettings, app_id: str) -> list[str]:
     ]
 
 
+def unique_topics(*groups: list[TopicSpec]) -> list[TopicSpec]:
+    """Each topic once, its first spec winning. A worker's ``customer.context`` is both a
+    public topic and a table's changelog; naming a topic twice in one CreateTopics request
+    makes the broker answer "duplicate topic", and librdkafka 2.16 then crashes (SIGSEGV in
+    ``rd_kafka_topic_result_error_string``): a worker on an empty cluster died silently."""
+    specs: dict[str, TopicSpec] = {}
+    for spec in (s for group in groups for s in group):
+        specs.setdefault(spec.name, spec)
+    return list(specs.values())
+
+
 def ensure_topics(
     settings: KafkaSettings, extra: list[TopicSpec] | None = None, timeout_s: float = 30.0
 ) -> None:
@@ -83,9 +94,10 @@ def ensure_topics(
     own, e.g. a worker's internal topics, which must exist before its consumer subscribes.
     """
     admin = AdminClient(client_config(settings))
-    wanted = [*public_topics(settings), *(extra or [])]
     existing = set(admin.list_topics(timeout=timeout_s).topics)
-    missing = [t for t in wanted if t.name not in existing]
+    missing = [
+        t for t in unique_topics(public_topics(settings), extra or []) if t.name not in existing
+    ]
     if not missing:
         return
     futures = admin.create_topics(

@@ -46,9 +46,9 @@ from omnistitch.topics import (
     RAW_EVENTS_DLQ,
     TopicSpec,
 )
-from pipeline import context as ctxlogic
 from pipeline import metrics as m
 from pipeline import offset_gaps, triggers
+from pipeline.context_ops import ContextOps, erase_ops, resolve_ops, split_ops
 from pipeline.context_policy import ContextPolicy, load_context_policy
 from pipeline.dead_letter import dead_letter
 from pipeline.identity import (
@@ -56,21 +56,13 @@ from pipeline.identity import (
     IdentityError,
     IdentityTables,
     Observation,
-    SplitDecision,
 )
 from pipeline.normalize import normalise
 from pipeline.ops import (
     MAX_REQUESTS_PER_RECORD,
-    AbsorbOp,
     AnyCustomerOp,
-    EraseOp,
     EraseRequest,
-    EventOp,
-    MergeOp,
-    RedirectOp,
     ResolveRequest,
-    RestoreOp,
-    SplitOp,
     SplitRequest,
     TickOp,
     customer_ops,
@@ -87,8 +79,6 @@ log = logging.getLogger(__name__)
 
 #: Exit status of a worker stopped by an unexpected error in a stage (EX_SOFTWARE).
 EXIT_STAGE_FAILED = 70
-#: ``customer-redirects`` value of an erased customer id: ops that still reach it are dropped.
-ERASED = "!erased"
 
 Stage = Callable[[faust.StreamT[bytes]], Awaitable[None]]
 
@@ -345,6 +335,13 @@ class Pipeline:
         # Customers with a delayed engagement trigger pending -> its due time (ISO 8601).
         # Small (only pending customers), so the timer scans it; see _tick_due.
         self.trigger_schedule = table("trigger-schedule", str)
+        self.context_ops = ContextOps(
+            self,
+            self.redirects,
+            self.last_splits,
+            self.policy,
+            on_event=lambda op: m.event_out(self.context_topic.get_topic_name(), op.event),
+        )
         # Parsed contexts of recently active customers: parsing a context costs ~O(timeline)
         # (≈0.8 ms at 200 entries), far more than the event that changes it. Written through
         # on every change, so the table always has what the cache has; forgotten whenever
@@ -602,16 +599,8 @@ class Pipeline:
                 evidence=request.evidence,
             )
             await self.merges_topic.send(key=merge.from_id, value=record.model_dump_json().encode())
-            op = MergeOp(
-                customer_id=merge.from_id,
-                into_id=merge.into_id,
-                event_id=event.event_id,
-                decided_at=decided_at,
-            )
+        for op in resolve_ops(event, decision, decided_at):
             out.add(op)
-        accepted = [i for i in event.identifiers if i.key in decision.accepted]
-        resolved = event.model_copy(update={"identifiers": accepted})
-        out.add(EventOp(customer_id=decision.customer_id, event=resolved))
         for undone in decision.splits:
             log.info(
                 "quarantine of a hub un-merged %s into %s", undone.old_root, list(undone.pieces)
@@ -623,7 +612,7 @@ class Pipeline:
                 customers=sorted(undone.pieces),
                 requested_at=event.occurred_at,
             )
-            await self._publish_split(undone, undo, decided_at + 1, out)
+            await self._publish_split(undo)
 
     async def _split(self, request: SplitRequest, decided_at: int, out: Outbox) -> None:
         try:
@@ -640,27 +629,15 @@ class Pipeline:
             customers=sorted(split.pieces),
             requested_at=request.requested_at,
         )
-        await self._publish_split(split, record, decided_at, out)
+        for op in split_ops(split, decided_at):
+            out.add(op)
+        await self._publish_split(record)
 
-    async def _publish_split(
-        self, split: SplitDecision, record: Split, decided_at: int, out: Outbox
-    ) -> None:
+    async def _publish_split(self, record: Split) -> None:
         m.SPLITS.labels(record.reason).inc()
-        # First make every piece a customer again and re-point the merged-away ids, so
-        # events resolved from now on land on the right customer; then divide the context.
-        split_op = SplitOp(
-            customer_id=split.old_root,
-            pieces=split.pieces,
-            id_map=split.id_map,
-            decided_at=decided_at,
+        await self.splits_topic.send(
+            key=record.customer_id, value=record.model_dump_json().encode()
         )
-        for member, now in split.id_map.items():
-            if member == now and member != split.old_root:
-                out.add(RestoreOp(customer_id=member, split=split_op))
-            elif member != now:
-                out.add(RedirectOp(customer_id=member, into_id=now))
-        out.add(split_op)
-        await self.splits_topic.send(key=split.old_root, value=record.model_dump_json().encode())
 
     async def _erase(self, request: EraseRequest, out: Outbox) -> None:
         try:
@@ -671,8 +648,8 @@ class Pipeline:
             return
         m.ERASURES.inc()
         log.info("erased customer %s (%d ids)", erased.customer_id, len(erased.member_ids))
-        for member in erased.member_ids:
-            out.add(EraseOp(customer_id=member))
+        for op in erase_ops(erased):
+            out.add(op)
 
     # -- stage 3: fold into the customer's context, publish the view --------------------
     async def _context(self, stream: faust.StreamT[bytes]) -> None:
@@ -689,103 +666,12 @@ class Pipeline:
                     for item in group:
                         for op in customer_ops(cast(bytes, item.value)):
                             m.STAGE_EVENTS.labels("context").inc()
-                            self._apply(op, out)
+                            self.context_ops.apply(op, out.add)
                     await self._write_contexts()
             await out.send(self.ops_topic)
 
-    def _apply(self, op: AnyCustomerOp, out: Outbox) -> None:
-        moved_to = self.redirects.get(op.customer_id)
-        if isinstance(op, EraseOp):
-            self._on_erase(op)
-        elif moved_to == ERASED:
-            return  # an op that raced with this customer's erasure
-        elif moved_to is not None and isinstance(op, EventOp | AbsorbOp | SplitOp):
-            # Raced with a merge: this customer's context now lives at the survivor.
-            out.add(op.model_copy(update={"customer_id": moved_to}))
-        elif isinstance(op, EventOp):
-            self._on_event(op)
-        elif isinstance(op, MergeOp):
-            self._on_merge(op, out)
-        elif isinstance(op, AbsorbOp):
-            self._on_absorb(op, out)
-        elif isinstance(op, SplitOp):
-            self._on_split(op, out)
-        elif isinstance(op, RestoreOp):
-            self._on_restore(op)
-        elif isinstance(op, TickOp):
-            current = self._load(op.customer_id)
-            if current is not None:
-                self._store(op.customer_id, current, changed=False, published=False)
-        else:
-            self.redirects[op.customer_id] = op.into_id
-
-    def _on_event(self, op: EventOp) -> None:
-        cid, policy = op.customer_id, self.policy
-        current = self._load(cid)
-        updated = ctxlogic.apply_event(current, cid, op.event, op.event.identifiers, policy)
-        self._store(cid, updated or current, changed=updated is not None)
-        m.event_out(self.context_topic.get_topic_name(), op.event)  # the view is published
-
-    def _on_merge(self, op: MergeOp, out: Outbox) -> None:
-        cid = op.customer_id
-        current = self._load(cid)
-        self.redirects[cid] = op.into_id
-        self._drop(cid)
-        if current is not None:
-            out.add(AbsorbOp(customer_id=op.into_id, context=current, decided_at=op.decided_at))
-
-    def _on_absorb(self, op: AbsorbOp, out: Outbox) -> None:
-        cid, limit = op.customer_id, self.policy
-        raw = self.last_splits.get(cid)
-        split = None if raw is None else SplitOp.model_validate_json(raw)
-        if split is not None and op.decided_at < split.decided_at:
-            # The merge was decided before this customer was split: divide what it brings
-            # the way the split divided everything else.
-            for piece, part in ctxlogic.split_context(
-                op.context, split.pieces, split.id_map, limit
-            ).items():
-                if piece == cid:
-                    current = self._load(cid) or CustomerContext(customer_id=cid)
-                    self._store(cid, ctxlogic.restore(current, part, limit))
-                else:
-                    out.add(RestoreOp(customer_id=piece, context=part))
-            return
-        current = self._load(cid) or CustomerContext(customer_id=cid)
-        updated = ctxlogic.absorb(current, op.context, limit)
-        self._store(cid, updated or current, changed=updated is not None)
-
-    def _on_split(self, op: SplitOp, out: Outbox) -> None:
-        cid = op.customer_id
-        self.last_splits[cid] = op.model_dump_json().encode()
-        current = self._load(cid)
-        if current is None:
-            return
-        parts = ctxlogic.split_context(current, op.pieces, op.id_map, self.policy)
-        for piece, part in parts.items():
-            if piece == cid:
-                self._store(cid, part)
-            else:
-                out.add(RestoreOp(customer_id=piece, context=part))
-        if cid not in parts:
-            self._drop(cid)
-
-    def _on_restore(self, op: RestoreOp) -> None:
-        cid = op.customer_id
-        self.redirects.pop(cid, None)
-        if op.split is not None:
-            # A merge into this customer decided before the split that restored it may
-            # still be on its way (it travels through the merged customer's partition):
-            # _on_absorb divides it the way the split divided the rest.
-            self.last_splits[cid] = op.split.model_dump_json().encode()
-        if op.context is not None:
-            current = self._load(cid) or CustomerContext(customer_id=cid)
-            self._store(cid, ctxlogic.restore(current, op.context, self.policy))
-
-    def _on_erase(self, op: EraseOp) -> None:
-        self.redirects[op.customer_id] = ERASED
-        self._drop(op.customer_id)
-
-    def _load(self, cid: str) -> CustomerContext | None:
+    # -- the context store (pipeline.context_ops.ContextStore) --------------------------
+    def load(self, cid: str) -> CustomerContext | None:
         unwritten = self._unwritten.get(cid)
         if unwritten is not None:
             return unwritten.context
@@ -798,17 +684,17 @@ class Pipeline:
         ctx = self.context_cache[cid] = CustomerContext.model_validate_json(raw)
         return ctx
 
-    def _drop(self, cid: str) -> None:
+    def drop(self, cid: str) -> None:
         """Forget a customer's context; removing its row tombstones it on the view."""
         self._unwritten.pop(cid, None)
         self.context_cache.pop(cid, None)
         self.contexts.pop(cid, None)
         self.trigger_schedule.pop(cid, None)
 
-    def _store(
+    def store(
         self,
         cid: str,
-        ctx: CustomerContext | None,
+        ctx: CustomerContext,
         *,
         changed: bool = True,
         published: bool = True,
@@ -816,8 +702,6 @@ class Pipeline:
         """Keep a context to be written when the batch's partition is done (``_write_contexts``):
         a customer with several ops in one batch is serialised, changelogged and published
         once. ``published`` False (a tick) writes it only if a trigger fires."""
-        if ctx is None:
-            return
         unwritten = self._unwritten.get(cid)
         if unwritten is None:
             self._unwritten[cid] = _Unwritten(ctx, changed, published)
@@ -883,7 +767,7 @@ class Pipeline:
 
     def customer_snapshot(self, cid: str) -> dict[str, Any] | None:
         """The stored context of a customer held by this worker, as JSON-ready data."""
-        ctx = self._load(cid)
+        ctx = self.load(cid)
         return None if ctx is None else ctx.model_dump(mode="json")
 
     def now(self) -> datetime:

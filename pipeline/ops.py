@@ -122,6 +122,11 @@ class RestoreOp(_Msg):
         description="With the first restore: the split that restored this customer, so a "
         "merge into it decided before the split but absorbed after is divided like it.",
     )
+    decided_at: int | None = Field(
+        default=None,
+        description="With a context: the position of the split that divided it off, so a "
+        "piece merged again since hands the part on to where it lives now.",
+    )
 
 
 class RedirectOp(_Msg):

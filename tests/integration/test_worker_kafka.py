@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -184,3 +185,37 @@ def test_view_survives_restart_and_state_loss(worker_env: dict[str, str], tmp_pa
         assert after.traits["name"].value == "Rae"
     finally:
         worker.stop()
+
+
+def test_a_worker_creates_its_topics_on_an_empty_cluster(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """No topic of the prefix exists yet (no collector ran first): the worker creates its
+    public and internal topics itself. customer.context is both, and naming it twice in
+    one CreateTopics request crashed librdkafka (SIGSEGV, an empty log: issue 2's demo)."""
+    import subprocess
+    import sys
+
+    from confluent_kafka.admin import AdminClient
+
+    env = {
+        "OMNISTITCH_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "OMNISTITCH_TOPIC_PREFIX": unique_prefix,
+        "OMNISTITCH_APP_ID": unique_prefix.rstrip(".") + "-app",
+        "OMNISTITCH_STATE_DIR": str(tmp_path / "state"),
+    }
+    script = (
+        "from omnistitch.settings import WorkerSettings\n"
+        "from omnistitch.topics import ensure_topics\n"
+        "from pipeline.app import Pipeline\n"
+        "s = WorkerSettings()\n"
+        "ensure_topics(s, extra=Pipeline(s).internal_topics())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, **env}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    topics = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
+    ours = {t for t in topics if t.startswith(unique_prefix)}
+    assert unique_prefix + "customer.context" in ours
+    assert unique_prefix + env["OMNISTITCH_APP_ID"] + "-customer-ops" in ours

@@ -15,6 +15,7 @@ PURE = [
     "pipeline.rules",
     "pipeline.identity",
     "pipeline.context",
+    "pipeline.context_ops",
     "pipeline.interactions",
     "pipeline.triggers",
     "pipeline.context_policy",

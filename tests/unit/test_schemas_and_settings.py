@@ -64,3 +64,11 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     }
     missing = [f for f in sorted(fields) if f"`OMNISTITCH_{f.upper()}`" not in readme]
     assert missing == [], "document these settings in README.md or deploy/README.md"
+
+
+def test_each_topic_is_created_once_with_its_first_spec() -> None:
+    from omnistitch.topics import TopicSpec, unique_topics
+
+    public = [TopicSpec("p.customer.context", 8, {"min.compaction.lag.ms": "0"})]
+    internal = [TopicSpec("p.customer.context", 8, {}), TopicSpec("p.app-ops", 8)]
+    assert unique_topics(public, internal) == [public[0], internal[1]]
