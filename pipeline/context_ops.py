@@ -52,7 +52,7 @@ def split_ops(split: SplitDecision, decided_at: int) -> list[AnyCustomerOp]:
         if member == now and member != split.old_root:
             ops.append(RestoreOp(customer_id=member, split=split_op))
         elif member != now:
-            ops.append(RedirectOp(customer_id=member, into_id=now))
+            ops.append(RedirectOp(customer_id=member, into_id=now, decided_at=decided_at))
     ops.append(split_op)
     return ops
 
@@ -101,7 +101,8 @@ class ContextStore(Protocol):
 class ContextOps:
     """Applies ops to the customers of the partitions it is given.
 
-    ``redirects``: merged-away (or erased) id -> where its context lives now.
+    ``redirects``: merged-away (or erased) id -> where its context lives now, and the
+    position of the decision that moved it there (``"<id> <position>"``).
     ``last_splits``: customer -> its last split (JSON), for merges that arrive after it.
     """
 
@@ -119,7 +120,7 @@ class ContextOps:
 
     def apply(self, op: AnyCustomerOp, send: Send) -> None:
         """Apply one op; ``send`` the ops it causes on other customers."""
-        moved_to = self.redirects.get(op.customer_id)
+        moved_to = self._moved_to(op.customer_id)
         if isinstance(op, EraseOp):
             self._on_erase(op)
         elif moved_to == ERASED:
@@ -144,7 +145,18 @@ class ContextOps:
             if current is not None:
                 self.store.store(op.customer_id, current, changed=False, published=False)
         else:
-            self.redirects[op.customer_id] = op.into_id
+            self._redirect(op.customer_id, op.into_id, op.decided_at)
+
+    def _redirect(self, cid: str, into: str, decided_at: int) -> None:
+        self.redirects[cid] = f"{into} {decided_at}"
+
+    def _moved_to(self, cid: str) -> str | None:
+        raw = self.redirects.get(cid)
+        return None if raw is None else raw.split(" ", 1)[0]
+
+    def _moved_at(self, cid: str) -> int:
+        raw = self.redirects.get(cid)
+        return 0 if raw is None or " " not in raw else int(raw.split(" ", 1)[1])
 
     def _on_event(self, op: EventOp) -> None:
         cid = op.customer_id
@@ -159,7 +171,7 @@ class ContextOps:
     def _on_merge(self, op: MergeOp, send: Send) -> None:
         cid = op.customer_id
         current = self.store.load(cid)
-        self.redirects[cid] = op.into_id
+        self._redirect(cid, op.into_id, op.decided_at)
         self.store.drop(cid)
         if current is not None:
             send(AbsorbOp(customer_id=op.into_id, context=current, decided_at=op.decided_at))
@@ -176,7 +188,7 @@ class ContextOps:
         if split is not None:
             # The merge was decided before this customer was split: divide what it brings
             # the way the split divided everything else.
-            moved_to = self.redirects.get(cid)
+            moved_to = self._moved_to(cid)
             for piece, part in ctxlogic.split_context(
                 op.context, split.pieces, split.id_map, policy
             ).items():
@@ -210,15 +222,21 @@ class ContextOps:
 
     def _on_restore(self, op: RestoreOp, send: Send) -> None:
         cid = op.customer_id
-        moved_to = self.redirects.get(cid)
-        if op.context is not None and op.split is None and moved_to is not None:
+        moved_to, moved_at = self._moved_to(cid), self._moved_at(cid)
+        if (
+            op.context is not None
+            and op.split is None
+            and moved_to is not None
+            and moved_at > (op.decided_at or 0)
+        ):
             # A part on its second hop (from the split customer's partition), overtaken by
             # a merge of this piece decided after the split (the first restore, on this
             # partition, had lifted the redirect before): the part follows the merge, as a
             # restore (folded by event id: an absorb counts a merged-away id only once).
             send(op.model_copy(update={"customer_id": moved_to}))
             return
-        self.redirects.pop(cid, None)
+        if op.context is None or op.split is not None:
+            self.redirects.pop(cid, None)  # the first restore; a part may have overtaken it
         if op.split is not None:
             # A merge into this customer decided before the split that restored it may
             # still be on its way (it travels through the merged customer's partition):

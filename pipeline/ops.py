@@ -135,6 +135,7 @@ class RedirectOp(_Msg):
     op: Literal["redirect"] = "redirect"
     customer_id: str
     into_id: str
+    decided_at: int = Field(default=0, description="Position of the split that re-pointed it.")
 
 
 class EraseOp(_Msg):

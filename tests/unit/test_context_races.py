@@ -62,9 +62,9 @@ class DictStore:
 
 #: Whether a stage batch's sends land together. They go out together (one producer, one
 #: flush, milliseconds apart), and the protocol relies on it: with sends to different
-#: partitions landing independently (False), this test finds a context restored to a piece
-#: of a split whose first restore has not landed yet (see pipeline/README.md, Races).
-WHOLE_BATCHES = True
+#: partitions landing independently (RACE_WHOLE=0), a random search still finds a journey
+#: in about a thousand that ends wrong (pipeline/README.md, Races: not fixed).
+WHOLE_BATCHES = os.environ.get("RACE_WHOLE", "1") == "1"
 
 
 @dataclass
