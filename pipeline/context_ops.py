@@ -120,13 +120,14 @@ class ContextOps:
 
     def apply(self, op: AnyCustomerOp, send: Send) -> None:
         """Apply one op; ``send`` the ops it causes on other customers."""
-        moved_to = self._moved_to(op.customer_id)
+        moved = self._moved(op.customer_id)
+        moved_to = None if moved is None else moved[0]
         if isinstance(op, EraseOp):
             self._on_erase(op)
         elif moved_to == ERASED:
             return  # an op that raced with this customer's erasure
-        elif isinstance(op, AbsorbOp) and self._split_since(op) is not None:
-            self._on_absorb(op, send)  # divided here first, even if merged away since
+        elif isinstance(op, AbsorbOp) and (split := self._split_since(op)) is not None:
+            self._divide(op, split, moved_to, send)  # here first, even if merged away since
         elif moved_to is not None and isinstance(op, EventOp | AbsorbOp | SplitOp):
             # Raced with a merge: this customer's context now lives at the survivor.
             send(op.model_copy(update={"customer_id": moved_to}))
@@ -135,11 +136,11 @@ class ContextOps:
         elif isinstance(op, MergeOp):
             self._on_merge(op, send)
         elif isinstance(op, AbsorbOp):
-            self._on_absorb(op, send)
+            self._on_absorb(op)
         elif isinstance(op, SplitOp):
             self._on_split(op, send)
         elif isinstance(op, RestoreOp):
-            self._on_restore(op, send)
+            self._on_restore(op, moved, send)
         elif isinstance(op, TickOp):
             current = self.store.load(op.customer_id)
             if current is not None:
@@ -150,13 +151,13 @@ class ContextOps:
     def _redirect(self, cid: str, into: str, decided_at: int) -> None:
         self.redirects[cid] = f"{into} {decided_at}"
 
-    def _moved_to(self, cid: str) -> str | None:
+    def _moved(self, cid: str) -> tuple[str, int] | None:
+        """Where a redirected customer's context lives, and the position that moved it."""
         raw = self.redirects.get(cid)
-        return None if raw is None else raw.split(" ", 1)[0]
-
-    def _moved_at(self, cid: str) -> int:
-        raw = self.redirects.get(cid)
-        return 0 if raw is None or " " not in raw else int(raw.split(" ", 1)[1])
+        if raw is None:
+            return None
+        into, _, at = raw.partition(" ")
+        return into, int(at or 0)
 
     def _on_event(self, op: EventOp) -> None:
         cid = op.customer_id
@@ -182,27 +183,26 @@ class ContextOps:
         split = None if raw is None else SplitOp.model_validate_json(raw)
         return split if split is not None and op.decided_at < split.decided_at else None
 
-    def _on_absorb(self, op: AbsorbOp, send: Send) -> None:
+    def _divide(self, op: AbsorbOp, split: SplitOp, moved_to: str | None, send: Send) -> None:
+        """The merge was decided before this customer was split: divide what it brings the
+        way the split divided everything else."""
         cid, policy = op.customer_id, self.policy
-        split = self._split_since(op)
-        if split is not None:
-            # The merge was decided before this customer was split: divide what it brings
-            # the way the split divided everything else.
-            moved_to = self._moved_to(cid)
-            for piece, part in ctxlogic.split_context(
-                op.context, split.pieces, split.id_map, policy
-            ).items():
-                if piece == cid and moved_to is not None:
-                    # merged away since the split: its part follows the merge
-                    send(RestoreOp(customer_id=moved_to, context=part, decided_at=split.decided_at))
-                elif piece == cid:
-                    current = self.store.load(cid) or CustomerContext(customer_id=cid)
-                    self.store.store(cid, ctxlogic.restore(current, part, policy))
-                else:
-                    send(RestoreOp(customer_id=piece, context=part, decided_at=split.decided_at))
-            return
+        for piece, part in ctxlogic.split_context(
+            op.context, split.pieces, split.id_map, policy
+        ).items():
+            if piece == cid and moved_to is not None:
+                # merged away since the split: its part follows the merge
+                send(RestoreOp(customer_id=moved_to, context=part, decided_at=split.decided_at))
+            elif piece == cid:
+                current = self.store.load(cid) or CustomerContext(customer_id=cid)
+                self.store.store(cid, ctxlogic.restore(current, part, policy))
+            else:
+                send(RestoreOp(customer_id=piece, context=part, decided_at=split.decided_at))
+
+    def _on_absorb(self, op: AbsorbOp) -> None:
+        cid = op.customer_id
         current = self.store.load(cid) or CustomerContext(customer_id=cid)
-        updated = ctxlogic.absorb(current, op.context, policy)
+        updated = ctxlogic.absorb(current, op.context, self.policy)
         self.store.store(cid, updated or current, changed=updated is not None)
 
     def _on_split(self, op: SplitOp, send: Send) -> None:
@@ -220,27 +220,22 @@ class ContextOps:
         if cid not in parts:
             self.store.drop(cid)
 
-    def _on_restore(self, op: RestoreOp, send: Send) -> None:
+    def _on_restore(self, op: RestoreOp, moved: tuple[str, int] | None, send: Send) -> None:
         cid = op.customer_id
-        moved_to, moved_at = self._moved_to(cid), self._moved_at(cid)
-        if (
-            op.context is not None
-            and op.split is None
-            and moved_to is not None
-            and moved_at > (op.decided_at or 0)
-        ):
+        overtaken = moved is not None and moved[1] > (op.decided_at or 0)
+        if op.context is not None and op.split is None and moved is not None and overtaken:
             # A part on its second hop (from the split customer's partition), overtaken by
             # a merge of this piece decided after the split (the first restore, on this
             # partition, had lifted the redirect before): the part follows the merge, as a
             # restore (folded by event id: an absorb counts a merged-away id only once).
-            send(op.model_copy(update={"customer_id": moved_to}))
+            send(op.model_copy(update={"customer_id": moved[0]}))
             return
         if op.context is None or op.split is not None:
             self.redirects.pop(cid, None)  # the first restore; a part may have overtaken it
         if op.split is not None:
             # A merge into this customer decided before the split that restored it may
             # still be on its way (it travels through the merged customer's partition):
-            # _on_absorb divides it the way the split divided the rest.
+            # _divide divides it the way the split divided the rest.
             self.last_splits[cid] = op.split.model_dump_json().encode()
         if op.context is not None:
             current = self.store.load(cid) or CustomerContext(customer_id=cid)
