@@ -6,7 +6,10 @@ so that a noisy, shared 2-core machine still yields meaningful ratios:
 1. Kafka's own ProducerPerformance and ConsumerPerformance (the broker's ceiling);
 2. a bare Python confluent-kafka consume -> produce passthrough of the same events (the
    ceiling of any Python processor);
-3. omnistitch's pipeline: one worker process, from the raw topic to ``customer.context``.
+3. the domain ceiling: the same records through the pipeline's own pure code in-process,
+   with dicts for tables (``omnistitch/bench_domain.py``): what one process could stitch
+   with today's domain code whatever the framework around it;
+4. omnistitch's pipeline: one worker process, from the raw topic to ``customer.context``.
 
 The omnistitch run reports sustained throughput, per-stage rates, CPU per event, peak RSS,
 RocksDB size (also per million customers), the time to recover state from changelogs, and
@@ -15,7 +18,7 @@ end-to-end latency percentiles at a fixed offered load below saturation.
 Two optional figures reuse the same drain (``run_pipeline``), each on a fresh topic prefix
 and app id, so with a fresh consumer group and empty state:
 
-4. scaling (``workers > 1``): N worker processes of one app drain the same records, and
+5. scaling (``workers > 1``): N worker processes of one app drain the same records, and
    ``scaling`` is their rate over the 1-worker rate of the same run. CPU per event is summed
    over the workers, the stage counters are summed over their ``/metrics``. **The identity
    stage is serialised per tenant by design** (all of a tenant's identity requests are on
@@ -24,7 +27,7 @@ and app id, so with a fresh consumer group and empty state:
    ``OMNISTITCH_STANDBY_REPLICAS=1`` each worker also keeps standby copies of the other's
    tables, so N workers' RocksDB holds the state more than once and costs replay CPU: that
    is what a deployment of N workers pays too.
-5. growth (``growth``: customer counts): one worker drains ``events_per_customer`` events
+6. growth (``growth``: customer counts): one worker drains ``events_per_customer`` events
    per customer for each size, to show how throughput, memory, RocksDB per customer and
    recovery time change as the population grows. No latency phase: those runs stay short.
 """
@@ -51,10 +54,13 @@ from typing import Any
 import httpx
 from confluent_kafka import Consumer, Producer
 
+from omnistitch.bench_domain import DomainFigures, run_domain
 from omnistitch.cli import KAFKA_LAUNCHER
 from omnistitch.journeys import MIN_CUSTOMERS, Dataset, generate
-from omnistitch.settings import KafkaSettings
+from omnistitch.settings import KafkaSettings, WorkerSettings
 from omnistitch.topics import CUSTOMER_CONTEXT, RAW_EVENTS, TopicSpec, ensure_topics
+from pipeline.context_policy import load_context_policy
+from pipeline.rules import load_rules
 from schemas.events import RawEvent
 
 _STAGE = re.compile(r'^omnistitch_stage_messages_total\{stage="(\w+)"\} ([0-9.e+]+)$', re.M)
@@ -112,6 +118,7 @@ class BenchReport:
     ratios: dict[str, float]
     scaled: PipelineFigures | None = None  # the same records drained by ``workers`` workers
     growth: list[PipelineFigures] = field(default_factory=list)
+    domain: DomainFigures | None = None  # the same records through the pure code, no Kafka
 
     def table(self) -> str:
         p = self.pipeline
@@ -120,9 +127,15 @@ class BenchReport:
             ("Kafka ProducerPerformance", _fmt(self.kafka_producer_per_s, "ev/s")),
             ("Kafka ConsumerPerformance", _fmt(self.kafka_consumer_per_s, "ev/s")),
             ("Python passthrough (confluent-kafka)", _fmt(self.python_passthrough_per_s, "ev/s")),
+            *self._domain_rows(),
             ("omnistitch, 1 worker, sustained", _fmt(p.events_per_s, "ev/s")),
             *[(f"  stage {s}", _fmt(v, "ev/s")) for s, v in p.stage_events_per_s.items()],
             ("omnistitch / passthrough", f"{self.ratios['pipeline_vs_passthrough']:.1%}"),
+            *(
+                [("omnistitch / domain ceiling", f"{self.ratios['pipeline_vs_domain']:.1%}")]
+                if "pipeline_vs_domain" in self.ratios
+                else []
+            ),
             ("CPU per event (worker)", f"{p.cpu_us_per_event:,.0f} µs"),
             ("CPU per event (passthrough)", f"{self.python_passthrough_cpu_us:,.0f} µs"),
             ("peak RSS (worker)", f"{p.peak_rss_mb:,.0f} MB"),
@@ -151,6 +164,14 @@ class BenchReport:
         width = max(len(r[0]) for r in rows)
         text = "\n".join(f"{name:<{width}}  {value:>16}" for name, value in rows)
         return text + ("\n\n" + growth_table(self.growth) if self.growth else "")
+
+    def _domain_rows(self) -> list[tuple[str, str]]:
+        if (d := self.domain) is None:
+            return []
+        return [
+            ("domain code in-process, no Kafka (ceiling)", _fmt(d.events_per_s, "ev/s")),
+            *[(f"  {stage}", f"{us:,.1f} µs/event") for stage, us in d.us_per_event.items()],
+        ]
 
 
 def growth_table(rows: Sequence[PipelineFigures]) -> str:
@@ -695,9 +716,22 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
     pass_rate, pass_cpu = python_passthrough(
         cfg.bootstrap, scratch + RAW_EVENTS, scratch + "sink", len(records)
     )
+    _say("baseline 3: the domain code in-process (no Kafka, dicts for tables)")
+    defaults = WorkerSettings.model_fields
+    domain = run_domain(
+        records,
+        load_rules(None),
+        load_context_policy(None, timeline_limit=defaults["timeline_limit"].default),
+        partitions=settings.raw_partitions,
+        batch=defaults["batch_max"].default,
+        gc_gen0_threshold=defaults["gc_gen0_threshold"].default,
+    )
     _say("omnistitch: one worker")
     figures = run_pipeline(cfg, records, customers=cfg.customers, profile=cfg.profile)
-    ratios = {"pipeline_vs_passthrough": figures.events_per_s / pass_rate}
+    ratios = {
+        "pipeline_vs_passthrough": figures.events_per_s / pass_rate,
+        "pipeline_vs_domain": figures.events_per_s / domain.events_per_s,
+    }
     scaled = None
     if cfg.workers > 1:
         _say(f"omnistitch: {cfg.workers} workers, the same {len(records):,} events")
@@ -727,6 +761,7 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
         ratios=ratios,
         scaled=scaled,
         growth=growth,
+        domain=domain,
     )
 
 

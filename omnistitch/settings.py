@@ -144,6 +144,15 @@ class WorkerSettings(KafkaSettings):
         le=1.0,
         description="Longest a stage waits to fill a batch: latency added per stage at low load.",
     )
+    gc_gen0_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        le=10_000_000,
+        description="Allocations between the garbage collector's youngest-generation runs "
+        "(Python's default is 700; 0 keeps it). Decoding a batch allocates thousands of "
+        "objects, and at 700 each batch set off collections that walked the parsed-context "
+        "cache again and again (pipeline/gc_policy.py).",
+    )
     trigger_interval_s: float = Field(
         default=1.0, ge=0.05, le=60, description="How often due engagement triggers are checked."
     )

@@ -57,7 +57,7 @@ from pipeline.identity import (
     IdentityTables,
     Observation,
 )
-from pipeline.normalize import normalise
+from pipeline.intake import Unusable, resolve_request
 from pipeline.ops import (
     MAX_REQUESTS_PER_RECORD,
     AnyCustomerOp,
@@ -73,7 +73,7 @@ from pipeline.rules import Rules, load_rules
 from pipeline.write_behind import WriteBehind
 from schemas.context import CustomerContext
 from schemas.events import RawEvent
-from schemas.identity import Evidence, Freshness, Merge, Split
+from schemas.identity import Freshness, Merge, Split
 
 log = logging.getLogger(__name__)
 
@@ -451,24 +451,12 @@ class Pipeline:
             await dead_letter(self.dlq_topic, "invalid_event", str(exc), key, value)
             return
         m.event_in(topic, event)
-        result = normalise(event.identifiers, self.rules)
-        if not result.identifiers:
-            reasons = "; ".join(str(r) for r in result.rejected) or "no identifiers"
-            await dead_letter(self.dlq_topic, "no_usable_identifier", reasons, key, value)
-            return
-        request = ResolveRequest(
-            event=event.model_copy(update={"identifiers": list(result.identifiers)}),
-            evidence=Evidence(
-                event_id=event.event_id,
-                channel=event.channel,
-                source=event.source,
-                occurred_at=event.occurred_at,
-                topic=topic,
-                partition=partition,
-                offset=offset,
-                rule_version=self.rules.version,
-            ),
+        request = resolve_request(
+            event, self.rules, topic=topic, partition=partition, offset=offset
         )
+        if isinstance(request, Unusable):
+            await dead_letter(self.dlq_topic, "no_usable_identifier", request.reasons, key, value)
+            return
         out.append(request.model_dump_json().encode())
 
     async def _close_gap(

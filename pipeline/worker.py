@@ -12,6 +12,7 @@ from omnistitch.topics import ensure_topics
 from pipeline.api import register_api
 from pipeline.app import Pipeline
 from pipeline.fetch_backoff import limit_fetch_backoff
+from pipeline.gc_policy import freeze_startup_heap, tune
 from pipeline.instrumentation import instrument, own_lag_monitor
 from pipeline.rules import Rules
 from pipeline.state_dir import mark_clean, prepare
@@ -41,6 +42,7 @@ def run(settings: WorkerSettings, rules: Rules) -> None:
     instrument(pipeline, monitor)
     ensure_topics(settings, extra=pipeline.internal_topics())
     monitor.start()
+    tune(settings.gc_gen0_threshold)
     worker = faust.Worker(
         pipeline.app,
         loglevel=settings.log_level,
@@ -51,6 +53,7 @@ def run(settings: WorkerSettings, rules: Rules) -> None:
     # can spin on every record: every debug call in faust and aiokafka then builds a
     # record (~5% of a busy worker's time, measured with py-spy) that nothing prints.
     worker.spinner = None
+    freeze_startup_heap()
     clean = False
     try:
         worker.execute_from_commandline()

@@ -48,6 +48,12 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert p.latency_ms["p50"] <= p.latency_ms["p95"] <= p.latency_ms["p99"]
     assert p.latency_ms["delivered_pct"] > 50
     assert 0 < report.ratios["pipeline_vs_passthrough"] < 10
+    d = report.domain
+    assert d is not None
+    assert d.events == 1_500
+    assert all(us > 0 for us in d.us_per_event.values())
+    # No framework can make the pipeline faster than its own code run in-process.
+    assert 0 < report.ratios["pipeline_vs_domain"] < 1
 
     # Scaling: the same events drained by two workers, their counters summed.
     s = report.scaled
@@ -86,8 +92,11 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert "omnistitch, 2 workers, sustained" in table
     assert "scaling (2 workers / 1)" in table
     assert "MB/M cust." in table
+    assert "domain code in-process, no Kafka (ceiling)" in table
+    assert "omnistitch / domain ceiling" in table
     data = json.loads(to_json(report))
     assert data["pipeline"]["events"] == 1_500
+    assert data["domain"]["events_per_s"] > 0
     assert data["pipeline"]["rocksdb_mb_per_million_customers"] > 0
     assert data["scaled"]["workers"] == 2
     assert data["ratios"]["scaling"] > 0

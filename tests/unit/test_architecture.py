@@ -16,6 +16,8 @@ PURE = [
     "pipeline.identity",
     "pipeline.context",
     "pipeline.context_ops",
+    "pipeline.intake",
+    "pipeline.gc_policy",
     "pipeline.interactions",
     "pipeline.triggers",
     "pipeline.context_policy",

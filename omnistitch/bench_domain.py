@@ -1,0 +1,146 @@
+"""The domain ceiling: the bench's records through the pipeline's own pure code, in-process.
+
+The same raw records the worker drains go through the same functions its three stages call
+(decode, ``intake``, the identity engine, ``context_ops``) with dicts for tables, in batches
+of the worker's size, encoding and decoding every message between stages exactly as the
+worker does, and serialising each changed context once per batch (its table and view
+write). What is left out is Kafka and faust: no broker, no changelogs, no RocksDB.
+
+So ``events_per_s`` is the most one worker process could stitch with today's domain code,
+whatever the framework around it, and the per-stage microseconds say where that code
+spends its time. The worker's figure over this one is the framework's share.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pipeline.app import Outbox, batch_records
+from pipeline.context_ops import ContextOps, resolve_ops
+from pipeline.context_policy import ContextPolicy
+from pipeline.gc_policy import tune
+from pipeline.identity import IdentityEngine, IdentityTables, Observation
+from pipeline.intake import Unusable, resolve_request
+from pipeline.ops import ResolveRequest, customer_ops, identity_requests
+from pipeline.rules import Rules
+from schemas.context import CustomerContext
+from schemas.events import RawEvent
+
+#: The stages timed, in the order an event meets them.
+STAGES = (
+    "ingest",
+    "identity decode",
+    "identity resolve",
+    "context decode",
+    "context fold",
+    "context write",
+)
+
+
+@dataclass
+class DomainFigures:
+    events: int
+    seconds: float
+    events_per_s: float
+    us_per_event: dict[str, float]  # stage -> microseconds per raw event
+    customers: int
+    placed: int  # events on a live customer's timeline at the end (each exactly once)
+    unresolved: int  # dead-lettered: no usable identifier, or only quarantined hubs
+
+
+class _DictStore:
+    """The context table as a dict; the contexts a batch changed are serialised after it."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, CustomerContext] = {}
+        self.changed: set[str] = set()
+
+    def load(self, cid: str) -> CustomerContext | None:
+        return self.rows.get(cid)
+
+    def store(
+        self, cid: str, ctx: CustomerContext, *, changed: bool = True, published: bool = True
+    ) -> None:
+        self.rows[cid] = ctx
+        self.changed.add(cid)
+
+    def drop(self, cid: str) -> None:
+        self.rows.pop(cid, None)
+        self.changed.discard(cid)
+
+
+def run_domain(
+    records: Sequence[tuple[bytes, bytes]],
+    rules: Rules,
+    policy: ContextPolicy,
+    *,
+    partitions: int,
+    batch: int,
+    gc_gen0_threshold: int,
+) -> DomainFigures:
+    """Drain ``records`` (raw-topic key and value) through the three stages in-process."""
+    tune(gen0_threshold=gc_gen0_threshold)  # as the worker does
+    engine = IdentityEngine(rules, IdentityTables({}, {}, {}, {}, {}))
+    store = _DictStore()
+    ctx_ops = ContextOps(store, {}, {}, policy, on_event=lambda _op: None)
+    spent: dict[str, float] = defaultdict(float)
+    clock = time.perf_counter
+    unresolved = 0
+    started = clock()
+    for first in range(0, len(records), batch):
+        t = clock()
+        requests = []
+        for offset, (_key, value) in enumerate(records[first : first + batch], first):
+            event = RawEvent.model_validate_json(value)
+            request = resolve_request(event, rules, topic="raw", partition=0, offset=offset)
+            if isinstance(request, Unusable):
+                unresolved += 1
+            else:
+                requests.append(request.model_dump_json().encode())
+        log = list(batch_records(requests, "requests"))
+        t = _lap(spent, "ingest", t)
+        decoded = [r for record in log for r in identity_requests(record)]
+        t = _lap(spent, "identity decode", t)
+        out = Outbox(partitions)
+        for index, req in enumerate(decoded):
+            if not isinstance(req, ResolveRequest):  # the bench sends only events
+                continue
+            decision = engine.resolve(Observation(req.event.identifiers, req.evidence))
+            unresolved += decision.customer_id is None
+            for op in resolve_ops(req.event, decision, (first + index) * 2):
+                out.add(op)
+        t = _lap(spent, "identity resolve", t)
+        # The context stage's own sends (absorbs, restores) go round again, as they do
+        # through the ops topic.
+        while out.ops:
+            parts, out.ops = out.ops, {}
+            ops_log = [r for p in sorted(parts) for r in batch_records(parts[p], "ops")]
+            ops = [op for record in ops_log for op in customer_ops(record)]
+            t = _lap(spent, "context decode", t)
+            for op in ops:
+                ctx_ops.apply(op, out.add)
+            t = _lap(spent, "context fold", t)
+            for cid in store.changed:
+                store.rows[cid].model_dump_json().encode()
+            store.changed.clear()
+            t = _lap(spent, "context write", t)
+    seconds = clock() - started
+    n = len(records)
+    return DomainFigures(
+        events=n,
+        seconds=round(seconds, 3),
+        events_per_s=round(n / seconds, 1),
+        us_per_event={s: round(spent[s] / n * 1e6, 1) for s in STAGES},
+        customers=len(store.rows),
+        unresolved=unresolved,
+        placed=sum(len(ctx.timeline) + ctx.archived.events for ctx in store.rows.values()),
+    )
+
+
+def _lap(spent: dict[str, float], stage: str, since: float) -> float:
+    now = time.perf_counter()
+    spent[stage] += now - since
+    return now

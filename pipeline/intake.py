@@ -1,0 +1,41 @@
+"""What the ingest stage does with one decoded raw event: normalise its identifiers and
+build the identity request, or say why the event cannot be resolved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.normalize import normalise
+from pipeline.ops import ResolveRequest
+from pipeline.rules import Rules
+from schemas.events import RawEvent
+from schemas.identity import Evidence
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """No usable identifier is left: the event is dead-lettered with ``reasons``."""
+
+    reasons: str
+
+
+def resolve_request(
+    event: RawEvent, rules: Rules, *, topic: str, partition: int, offset: int
+) -> ResolveRequest | Unusable:
+    """The event with its identifiers in canonical form, and where it was read from."""
+    result = normalise(event.identifiers, rules)
+    if not result.identifiers:
+        return Unusable("; ".join(str(r) for r in result.rejected) or "no identifiers")
+    return ResolveRequest(
+        event=event.model_copy(update={"identifiers": list(result.identifiers)}),
+        evidence=Evidence(
+            event_id=event.event_id,
+            channel=event.channel,
+            source=event.source,
+            occurred_at=event.occurred_at,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            rule_version=rules.version,
+        ),
+    )
