@@ -82,6 +82,7 @@ def _order(entry: TimelineEntry) -> tuple[datetime, str]:
 _ENTRY_ORDER = attrgetter("occurred_at", "event_id")
 _INTERACTION_ORDER = attrgetter("last_at", "interaction_id")
 _ITEM_ORDER = attrgetter("at", "event_id")
+_START_ORDER = attrgetter("started_at", "interaction_id")
 
 
 def _union_identifiers(a: Iterable[Identifier], b: Iterable[Identifier]) -> list[Identifier]:
@@ -503,19 +504,29 @@ def _renamed(
 def _bound(ctx: CustomerContext, policy: ContextPolicy) -> CustomerContext:
     """Apply the window and caps; count what falls out in ``archived``."""
     timeline = sorted(ctx.timeline, key=_ENTRY_ORDER, reverse=True)
+    return ctx.model_copy(update=_bounded(timeline, ctx.interactions, ctx.archived, policy))
+
+
+def _bounded(
+    timeline: list[TimelineEntry],
+    interactions: list[Interaction],
+    a: Archived,
+    policy: ContextPolicy,
+) -> dict[str, Any]:
+    """The window and caps applied to a timeline already in order (newest first): the
+    fields that change, with what falls out counted in ``archived``."""
     if not timeline:
-        return ctx
+        return {}
     start = timeline[0].occurred_at - timedelta(days=policy.window_days)
     keep = timeline[: policy.timeline_limit]
     if keep[-1].occurred_at < start:  # the window ends inside the cap
         keep = [e for e in keep if e.occurred_at >= start]
     out = timeline[len(keep) :]  # newest first: what is kept is a prefix
-    interactions = sorted(ctx.interactions, key=_INTERACTION_ORDER, reverse=True)
+    interactions = sorted(interactions, key=_INTERACTION_ORDER, reverse=True)
     kept_i = [i for i in interactions if i.last_at >= start][: policy.interaction_limit]
     gone_i = len(interactions) - len(kept_i)
     if not out and not gone_i:
-        return ctx.model_copy(update={"timeline": timeline, "interactions": interactions})
-    a = ctx.archived
+        return {"timeline": timeline, "interactions": interactions}
     by_channel = Counter(a.by_channel)
     by_channel.update(e.channel.value for e in out)
     times = [t for t in (a.oldest_at, a.newest_at, *(e.occurred_at for e in out)) if t]
@@ -526,7 +537,19 @@ def _bound(ctx: CustomerContext, policy: ContextPolicy) -> CustomerContext:
         oldest_at=min(times, default=None),
         newest_at=max(times, default=None),
     )
-    return ctx.model_copy(update={"timeline": keep, "interactions": kept_i, "archived": archived})
+    return {"timeline": keep, "interactions": kept_i, "archived": archived}
+
+
+def _insert_newest_first(
+    timeline: list[TimelineEntry], entry: TimelineEntry
+) -> list[TimelineEntry]:
+    """``timeline`` (newest first) with ``entry`` in its place: a live event is usually the
+    newest, so this walks a step or two where a sort would order every entry again."""
+    order = _ENTRY_ORDER(entry)
+    at = 0
+    while at < len(timeline) and _ENTRY_ORDER(timeline[at]) > order:
+        at += 1
+    return [*timeline[:at], entry, *timeline[at:]]
 
 
 def _too_old(ctx: CustomerContext, at: datetime, event_id: str, policy: ContextPolicy) -> bool:
@@ -572,20 +595,25 @@ def apply_event(
     placed, iid = _place(ctx, event, policy)
     counts = Counter(ctx.channel_counts)
     counts[event.channel.value] += 1
+    # Every stored timeline is newest first (each context passed through the bounds), so
+    # the entry is placed, not the whole timeline sorted again.
+    entry = entry_for(event, iid, policy.text_limit)
+    timeline = _insert_newest_first(placed["timeline"], entry)
     updated = ctx.model_copy(
         update={
             **placed,
             "identifiers": _union_identifiers(ctx.identifiers, identifiers),
             "traits": traits,
             "consent": consent,
-            "timeline": [*placed["timeline"], entry_for(event, iid, policy.text_limit)],
             "channel_counts": dict(counts),
             "first_seen": min(filter(None, (ctx.first_seen, event.occurred_at))),
             "last_seen": max(filter(None, (ctx.last_seen, event.occurred_at))),
             "version": ctx.version + 1,
+            "timeline": timeline,
+            **_bounded(timeline, placed["interactions"], ctx.archived, policy),
         }
     )
-    return derive(_bound(updated, policy), policy)
+    return derive(updated, policy)
 
 
 def _place(
@@ -789,7 +817,7 @@ def _vip(ctx: CustomerContext, policy: ContextPolicy) -> bool:
 
 def derive(ctx: CustomerContext, policy: ContextPolicy) -> CustomerContext:
     """Recompute ``routing`` and ``pending_triggers`` from the rest of the context."""
-    by_start = sorted(ctx.interactions, key=lambda i: (i.started_at, i.interaction_id))
+    by_start = sorted(ctx.interactions, key=_START_ORDER)
     contacts = [i for i in by_start if i.kind in CONTACT_KINDS]
     threads: dict[str, Interaction] = {}
     for i in contacts:
@@ -808,7 +836,7 @@ def derive(ctx: CustomerContext, policy: ContextPolicy) -> CustomerContext:
         if i.status == "open"
     ]
     with_agent = [i for i in ctx.interactions if i.agent_id]
-    last = max(with_agent, key=lambda i: (i.last_at, i.interaction_id), default=None)
+    last = max(with_agent, key=_INTERACTION_ORDER, default=None)
     last_agent = (
         None
         if last is None or last.agent_id is None

@@ -404,7 +404,7 @@ class IdentityEngine:
                 )
             )
         changed = changed or bool(new_keys)
-        known = {(r.evidence.event_id, r.identifier) for r in target.rejected}
+        known = {(r.evidence.event_id, r.identifier) for r in target.rejected} if rejected else ()
         fresh = [r for r in rejected if (r.evidence.event_id, r.identifier) not in known]
         if fresh:
             target.rejected = [*target.rejected, *fresh][-REJECTED_KEEP:]
