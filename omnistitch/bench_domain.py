@@ -51,8 +51,9 @@ class DomainFigures:
     unresolved: int  # dead-lettered: no usable identifier, or only quarantined hubs
 
 
-class _DictStore:
-    """The context table as a dict; the contexts a batch changed are serialised after it."""
+class DictStore:
+    """The context table as a dict (a ``ContextStore``); ``changed`` lists the contexts a
+    batch changed, to be serialised after it. The race tests use it too."""
 
     def __init__(self) -> None:
         self.rows: dict[str, CustomerContext] = {}
@@ -84,7 +85,7 @@ def run_domain(
     """Drain ``records`` (raw-topic key and value) through the three stages in-process."""
     tune(gen0_threshold=gc_gen0_threshold)  # as the worker does
     engine = IdentityEngine(rules, IdentityTables({}, {}, {}, {}, {}))
-    store = _DictStore()
+    store = DictStore()
     ctx_ops = ContextOps(store, {}, {}, policy, on_event=lambda _op: None)
     spent: dict[str, float] = defaultdict(float)
     clock = time.perf_counter

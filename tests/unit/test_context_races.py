@@ -21,13 +21,13 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from omnistitch.bench_domain import DictStore
 from pipeline.app import key_partition
 from pipeline.context_ops import ContextOps, resolve_ops
 from pipeline.context_policy import load_context_policy
 from pipeline.identity import IdentityEngine, IdentityTables, Observation
 from pipeline.normalize import normalise
 from pipeline.ops import AnyCustomerOp, ResolveRequest
-from schemas.context import CustomerContext
 from schemas.identity import Evidence
 from tests.integration.test_identity_at_scale import (
     BUILTIN,
@@ -40,24 +40,6 @@ from tests.integration.test_identity_at_scale import (
 
 PARTITIONS = 8
 POLICY = load_context_policy(None)
-
-
-class DictStore:
-    """The context table as a dict (the worker's write buffer only defers the same writes)."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, CustomerContext] = {}
-
-    def load(self, cid: str) -> CustomerContext | None:
-        return self.rows.get(cid)
-
-    def store(
-        self, cid: str, ctx: CustomerContext, *, changed: bool = True, published: bool = True
-    ) -> None:
-        self.rows[cid] = ctx
-
-    def drop(self, cid: str) -> None:
-        self.rows.pop(cid, None)
 
 
 #: Whether a stage batch's sends land together. They go out together (one producer, one
