@@ -18,13 +18,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipeline.app import Outbox, batch_records
+from pipeline.app import Outbox
 from pipeline.context_ops import ContextOps, resolve_ops
 from pipeline.context_policy import ContextPolicy
 from pipeline.gc_policy import tune
 from pipeline.identity import IdentityEngine, IdentityTables, Observation
 from pipeline.intake import Unusable, resolve_request
-from pipeline.ops import ResolveRequest, customer_ops, identity_requests
+from pipeline.ops import ResolveRequest, batch_records, customer_ops, identity_requests
 from pipeline.rules import Rules
 from schemas.context import CustomerContext
 from schemas.events import RawEvent

@@ -23,13 +23,13 @@ from omnistitch.kafka_client import client_config
 from omnistitch.lag_monitor import LagMonitor, LagProbe, LagTarget
 from omnistitch.logs import logging_config
 from omnistitch.settings import LagExporterSettings
-from omnistitch.topics import pipeline_input_topics
+from omnistitch.topics import pipeline_groups
 
 
 def targets(settings: LagExporterSettings) -> list[LagTarget]:
-    """The groups to watch; the workers' group also reports its inputs before it commits."""
-    own = tuple(pipeline_input_topics(settings, settings.app_id))
-    return [LagTarget(g, own if g == settings.app_id else ()) for g in settings.groups]
+    """The groups to watch; the workers' groups also report their inputs before they commit."""
+    own = pipeline_groups(settings, settings.app_id)
+    return [LagTarget(g, tuple(own.get(g, ()))) for g in settings.groups]
 
 
 def registry_for(monitor: LagMonitor) -> CollectorRegistry:

@@ -125,6 +125,13 @@ class WorkerSettings(KafkaSettings):
         le=10_000_000,
         description="Identity rows kept in memory per identity table (an LRU).",
     )
+    context_hot_rows: int = Field(
+        default=50_000,
+        ge=1,
+        le=10_000_000,
+        description="Rows of the context stage's small tables (redirects, splits, trigger "
+        "schedule) kept in memory per table (an LRU; absent rows too).",
+    )
     fetch_backoff_s: float = Field(
         default=0.005,
         gt=0,
@@ -158,6 +165,21 @@ class WorkerSettings(KafkaSettings):
     )
     standby_replicas: int = Field(
         default=1, ge=0, le=8, description="Standby copies of each table partition (faust)."
+    )
+    rocksdb_cache_mb: int = Field(
+        default=64,
+        ge=8,
+        le=65_536,
+        description="MiB of RocksDB block cache (data, index and filter blocks) shared by "
+        "every table partition the worker holds, however many there are.",
+    )
+    rocksdb_write_buffer_mb: int = Field(
+        default=64,
+        ge=8,
+        le=65_536,
+        description="MiB of RocksDB write buffers (memtables) shared by every table partition "
+        "the worker holds, charged to the block cache: the worker's RocksDB memory is about "
+        "this plus OMNISTITCH_ROCKSDB_CACHE_MB.",
     )
     lag_interval_s: float = Field(
         default=10.0, ge=0.2, le=600, description="How often the worker reads its group's lag."
@@ -212,7 +234,8 @@ class LagExporterSettings(KafkaSettings):
     )
     lag_groups: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated consumer groups to watch (default: the app id).",
+        description="Comma-separated consumer groups to watch (default: the workers' two "
+        "groups, <app id>-ingest and <app id>).",
     )
     lag_interval_s: float = Field(
         default=10.0, ge=0.2, le=600, description="Seconds between two reads of the offsets."
@@ -235,8 +258,10 @@ class LagExporterSettings(KafkaSettings):
 
     @property
     def groups(self) -> list[str]:
-        """The groups to watch: ``lag_groups``, or the app id's group."""
-        return self.lag_groups or [self.app_id]
+        """The groups to watch: ``lag_groups``, or the workers' groups (ingest's, faust's)."""
+        from omnistitch.topics import ingest_group  # topics imports this module
+
+        return self.lag_groups or [ingest_group(self.app_id), self.app_id]
 
 
 class RoutingConsumerSettings(KafkaSettings):

@@ -65,13 +65,22 @@ def internal_topic(settings: KafkaSettings, app_id: str, name: str) -> str:
     return f"{settings.topic_prefix}{app_id}-{name}"
 
 
-def pipeline_input_topics(settings: KafkaSettings, app_id: str) -> list[str]:
-    """The topics the workers' consumer group reads and commits: its stages' inputs."""
-    return [
-        settings.topic(RAW_EVENTS),
-        internal_topic(settings, app_id, "identity-requests"),
-        internal_topic(settings, app_id, "customer-ops"),
-    ]
+def ingest_group(app_id: str) -> str:
+    """The consumer group of the workers' ingest stage (raw events, read with confluent-kafka;
+    faust's own group, the app id, uses faust's assignor, which other clients cannot join)."""
+    return f"{app_id}-ingest"
+
+
+def pipeline_groups(settings: KafkaSettings, app_id: str) -> dict[str, list[str]]:
+    """The workers' consumer groups, each with the topics it reads and commits: the ingest
+    stage's group the raw events, faust's group (the app id) the later stages' inputs."""
+    return {
+        ingest_group(app_id): [settings.topic(RAW_EVENTS)],
+        app_id: [
+            internal_topic(settings, app_id, "identity-requests"),
+            internal_topic(settings, app_id, "customer-ops"),
+        ],
+    }
 
 
 def unique_topics(*groups: list[TopicSpec]) -> list[TopicSpec]:

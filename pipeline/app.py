@@ -1,8 +1,9 @@
-"""The faust application: topics, tables and the three stages that form the pipeline.
+"""The faust application: topics, tables and the identity and context stages.
 
 Data flow (each arrow is a Kafka topic; see pipeline/README.md for the protocol)::
 
     raw.events ──ingest──▶ <app>-identity-requests (key: tenant) ◀── split / erase (API)
+      (pipeline/ingest.py: batches through confluent-kafka, on a thread of the worker)
                  │  └────▶ raw.events.dlq (bad input, with the reason)
                  ▼
     identity (sole writer of the identity tables for its tenant)
@@ -34,21 +35,19 @@ from cachetools import LRUCache
 from faust.streams import _current_event
 from faust.tables.manager import TableManager
 from faust.types import EventT
-from pydantic import ValidationError
 
-from omnistitch.kafka_client import client_config, faust_credentials
+from omnistitch.kafka_client import faust_credentials
 from omnistitch.settings import WorkerSettings
 from omnistitch.topics import (
     CUSTOMER_CONTEXT,
     ENGAGEMENT_TRIGGERS,
     IDENTITY_MERGES,
     IDENTITY_SPLITS,
-    RAW_EVENTS,
     RAW_EVENTS_DLQ,
     TopicSpec,
 )
 from pipeline import metrics as m
-from pipeline import offset_gaps, triggers
+from pipeline import triggers
 from pipeline.context_ops import ContextOps, erase_ops, resolve_ops, split_ops
 from pipeline.context_policy import ContextPolicy, load_context_policy
 from pipeline.dead_letter import dead_letter
@@ -58,7 +57,6 @@ from pipeline.identity import (
     IdentityTables,
     Observation,
 )
-from pipeline.intake import Unusable, resolve_request
 from pipeline.ops import (
     MAX_REQUESTS_PER_RECORD,
     AnyCustomerOp,
@@ -66,14 +64,14 @@ from pipeline.ops import (
     ResolveRequest,
     SplitRequest,
     TickOp,
+    batch_records,
     customer_ops,
     identity_requests,
 )
-from pipeline.raw_reader import RangeReader
+from pipeline.rocksdb_memory import STORE_URL, RocksDBMemory
 from pipeline.rules import Rules, load_rules
 from pipeline.write_behind import WriteBehind
 from schemas.context import CustomerContext
-from schemas.events import RawEvent
 from schemas.identity import Freshness, Merge, Split
 
 log = logging.getLogger(__name__)
@@ -88,29 +86,6 @@ def _order(offset: int, index: int, step: int) -> int:
     """A total order of identity decisions: the identity log offset, the request's place in
     that record's batch, then merges before the split that the same request may cause."""
     return (offset * MAX_REQUESTS_PER_RECORD + index) * 2 + step
-
-
-#: The most bytes of messages one batch record carries (the broker's default limit on one
-#: record is 1 MiB; a single larger message still goes alone, as it always did).
-BATCH_RECORD_BYTES = 262_144
-
-
-def batch_records(parts: Sequence[bytes], field: str) -> Iterator[bytes]:
-    """``{"op":"batch","<field>":[...]}`` records holding ``parts`` (serialised messages) in
-    order, each at most ``BATCH_RECORD_BYTES`` unless one part alone is larger, and at most
-    ``MAX_REQUESTS_PER_RECORD`` parts (decision positions reserve that many per record)."""
-    head = b'{"op":"batch","' + field.encode() + b'":['
-    chunk: list[bytes] = []
-    size = 0
-    for part in parts:
-        full = len(chunk) == MAX_REQUESTS_PER_RECORD
-        if chunk and (full or size + len(part) > BATCH_RECORD_BYTES):
-            yield head + b",".join(chunk) + b"]}"
-            chunk, size = [], 0
-        chunk.append(part)
-        size += len(part) + 1
-    if chunk:
-        yield head + b",".join(chunk) + b"]}"
 
 
 @lru_cache(maxsize=1 << 16)
@@ -218,13 +193,13 @@ class RawKeyTable(faust.Table):  # type: ignore[type-arg]
 PRODUCER_BATCH_BYTES = 524_288  # under the broker's 1 MB message.max.bytes default
 PRODUCER_REQUEST_BYTES = 4_194_304
 PRODUCER_LINGER_S = 0.005
-#: RocksDB memory per table partition (one database each: 10 tables x 8 partitions). faust's
-#: defaults (64 MiB write buffers x 3, a 2 GiB block cache) let a worker's RSS grow with
-#: its data: 661 MB at 100,000 customers in `bench --growth`.
+#: RocksDB write buffers per table partition (one database each: 9 tables x 8 partitions).
+#: faust's defaults (64 MiB write buffers x 3, a 2 GiB block cache) let a worker's RSS grow
+#: with its data: 661 MB at 100,000 customers in `bench --growth`. The block cache and the
+#: write-buffer budget are shared by all the databases (pipeline/rocksdb_memory.py).
 ROCKSDB_OPTIONS: dict[str, int] = {
     "write_buffer_size": 4 * 1024 * 1024,
     "max_write_buffer_number": 2,
-    "block_cache_size": 8 * 1024 * 1024,
 }
 #: Table writes allowed to wait in faust's producer buffer, per record a batch may hold.
 CHANGELOG_BUFFER_PER_RECORD = 20
@@ -243,7 +218,7 @@ class Pipeline:
         self.app = app = faust.App(
             s.app_id,
             broker=[f"kafka://{hp}" for hp in s.bootstrap_servers.split(",")],
-            store="rocksdb://",
+            store=STORE_URL,
             datadir=str(s.state_dir),
             topic_partitions=n,
             key_serializer="raw",
@@ -279,7 +254,6 @@ class Pipeline:
         def internal(name: str) -> faust.TopicT:
             return topic(f"{s.topic_prefix}{s.app_id}-{name}", partitions=n, internal=True)
 
-        self.raw_topic = app.topic(s.topic(RAW_EVENTS), key_type=bytes, value_type=bytes)
         self.dlq_topic = app.topic(s.topic(RAW_EVENTS_DLQ), key_type=bytes, value_type=bytes)
         # The contexts table's changelog (below), so without acks like faust's own
         # changelogs: faust tracks offset gaps of acked topics in an interval tree, and a
@@ -292,21 +266,18 @@ class Pipeline:
         self.requests_topic = internal("identity-requests")
         self.ops_topic = internal("customer-ops")
 
+        self.rocksdb_memory = rocksdb_memory = RocksDBMemory.from_settings(s)
+
         def table(name: str, value_type: type, **kw: Any) -> faust.types.TableT[str, Any]:
             return app.Table(
                 name,
                 key_type=str,
                 value_type=value_type,
                 partitions=n,
-                options=dict(ROCKSDB_OPTIONS),  # a copy: faust pops keys from it
+                options=rocksdb_memory.table_options(**ROCKSDB_OPTIONS),
                 **kw,
             )
 
-        # The offset of the last raw record the ingest stage processed, per raw partition
-        # (key: the partition number). A table write goes to the changelog partition of the
-        # record being processed (faust's partition_for_key without use_partitioner), so
-        # raw partition p's position lives in changelog partition p and moves with it.
-        self.ingest_positions = table("ingest-positions", int)
         # Identity tables: written only by the identity stage, on the tenant's partition.
         self.identity_tables = IdentityTables(
             owners=table("identity-owners", str),
@@ -318,12 +289,13 @@ class Pipeline:
         # The engine works on an in-memory tier over them: hot rows read from memory, and
         # each row a batch changed written (and changelogged) once when the batch ends.
         t, rows = self.identity_tables, s.identity_hot_rows
+        # (suppressed is written only by erasures, but read for every identifier of every
+        # event: through the tier, the usual answer, "absent", is a dict lookup.)
         self.identity_tiers: list[WriteBehind[Any]] = [
-            WriteBehind(table, rows) for table in (t.owners, t.parents, t.nodes, t.hubs)
+            WriteBehind(table, rows)
+            for table in (t.owners, t.parents, t.nodes, t.hubs, t.suppressed)
         ]
-        owners, parents, nodes, hubs = self.identity_tiers
-        # (suppressed is read once per identifier and written only by erasures: no tier)
-        tiered = IdentityTables(owners, parents, nodes, hubs, t.suppressed)
+        tiered = IdentityTables(*self.identity_tiers)
         self.engine = IdentityEngine(self.rules, tiered)
         self.identity_position = Freshness(partition=None, offset=None, event_time=None)
         # Context tables: written only by the context stage, keyed by customer id.
@@ -340,10 +312,24 @@ class Pipeline:
         # Customers with a delayed engagement trigger pending -> its due time (ISO 8601).
         # Small (only pending customers), so the timer scans it; see _tick_due.
         self.trigger_schedule = table("trigger-schedule", str)
+        # The context stage reads a redirect for every op and a customer's due time for
+        # every context it writes, and is their sole writer per partition, so it reads
+        # them through in-memory tiers too (absent rows cached: most customers were
+        # never merged away); each row a batch changed is written once, per partition.
+        self.redirects_tier: WriteBehind[str] = WriteBehind(self.redirects, s.context_hot_rows)
+        self.splits_tier: WriteBehind[bytes] = WriteBehind(self.last_splits, s.context_hot_rows)
+        self.schedule_tier: WriteBehind[str] = WriteBehind(
+            self.trigger_schedule, s.context_hot_rows
+        )
+        self.context_tiers: list[WriteBehind[Any]] = [
+            self.redirects_tier,
+            self.splits_tier,
+            self.schedule_tier,
+        ]
         self.context_ops = ContextOps(
             self,
-            self.redirects,
-            self.last_splits,
+            self.redirects_tier,
+            self.splits_tier,
             self.policy,
             on_event=lambda op: m.event_out(self.context_topic.get_topic_name(), op.event),
         )
@@ -357,7 +343,7 @@ class Pipeline:
 
         async def forget_cached(_sender: Any, *args: Any, **_kw: Any) -> None:
             self.context_cache.clear()
-            for tier in self.identity_tiers:
+            for tier in (*self.identity_tiers, *self.context_tiers):
                 tier.forget()
 
         # mode's signals are loosely typed
@@ -365,7 +351,6 @@ class Pipeline:
         app.on_partitions_assigned.connect(cast(Any, forget_cached))
 
         for source, name, fun in (
-            (self.raw_topic, "ingest", self._ingest),
             (self.requests_topic, "identity", self._identity),
             (self.ops_topic, "context", self._context),
         ):
@@ -377,7 +362,7 @@ class Pipeline:
         t = self.identity_tables
         identity = [t.owners, t.parents, t.nodes, t.hubs, t.suppressed]
         context = [self.contexts, self.redirects, self.last_splits, self.trigger_schedule]
-        tables = [self.ingest_positions, *identity, *context]
+        tables = [*identity, *context]
         return cast(list[faust.types.TableT[str, Any]], tables)
 
     def internal_topics(self) -> list[TopicSpec]:
@@ -410,116 +395,6 @@ class Pipeline:
         async for events in cast(Any, stream).take_events(s.batch_max, s.batch_wait_s):
             yield by_partition(events)
 
-    # -- stage 1: decode, normalise, route to the identity stage ------------------------
-    async def _ingest(self, stream: faust.StreamT[bytes]) -> None:
-        """Per batch, in this order: resolve requests sent (one record), then each raw
-        partition's position written (its changelog), then the records acked."""
-        async for groups in self._batches(stream):
-            requests: list[bytes] = []
-            positions: list[tuple[EventT[Any], int]] = []
-            for group in groups:
-                first = group[0].message
-                with processing(group[0]):
-                    before = last = cast(
-                        int | None, self.ingest_positions.get(str(first.partition))
-                    )
-                for item in group:
-                    msg = item.message
-                    await self._close_gap(msg.topic, msg.partition, msg.offset, last, requests)
-                    key, value = cast(bytes | None, item.key), cast(bytes | None, item.value)
-                    await self._ingest_record(
-                        msg.topic, msg.partition, msg.offset, key, value, requests
-                    )
-                    last = offset_gaps.advance(last, msg.offset)
-                if last is not None and last != before:
-                    positions.append((group[-1], last))
-            await self._send_requests(requests)
-            for item, position in positions:
-                with processing(item):
-                    self.ingest_positions[str(item.message.partition)] = position
-
-    async def _ingest_record(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        out: list[bytes],
-    ) -> None:
-        """Decode, normalise and route one raw record (a delivered or a re-read one): its
-        resolve request is appended to ``out``; bad input is dead-lettered at once."""
-        m.STAGE_EVENTS.labels("ingest").inc()
-        try:
-            event = RawEvent.model_validate_json(cast(bytes, value))
-        except ValidationError as exc:
-            await dead_letter(self.dlq_topic, "invalid_event", str(exc), key, value)
-            return
-        m.event_in(topic, event)
-        request = resolve_request(
-            event, self.rules, topic=topic, partition=partition, offset=offset
-        )
-        if isinstance(request, Unusable):
-            await dead_letter(self.dlq_topic, "no_usable_identifier", request.reasons, key, value)
-            return
-        out.append(request.model_dump_json().encode())
-
-    async def _close_gap(
-        self, topic: str, partition: int, offset: int, last: int | None, out: list[bytes]
-    ) -> None:
-        """Re-read and ingest the records faust skipped between ``last`` (the partition's
-        last processed offset) and ``offset`` (its rebalance race, pipeline/README.md), so
-        that none is lost even though faust committed past it.
-
-        Records the broker has already deleted cannot come back: the range is dead-lettered
-        (one record, no original bytes) and logged as an error, and ingestion goes on. A
-        read that fails otherwise raises, and ``_fail_fast`` exits without committing, so
-        the gap is found again after the restart.
-        """
-        gap = offset_gaps.skipped(last, offset)
-        if not gap:
-            return
-        where = f"{topic}[{partition}]"
-        log.warning(
-            "ingest gap on %s: offsets %s were never processed (last %s, now %d); re-reading",
-            where,
-            offset_gaps.describe(gap),
-            last,
-            offset,
-        )
-        config = client_config(self.settings, **{"group.id": f"{self.settings.app_id}-gap-reader"})
-        reader = RangeReader(config, topic, partition)
-        recovered = 0
-        try:
-            plan = offset_gaps.plan(gap, await asyncio.to_thread(reader.log_start))
-            if plan.lost:
-                lost = offset_gaps.describe(plan.lost)
-                log.error(
-                    "ingest gap on %s: offsets %s were deleted before they could be re-read; "
-                    "their events are lost (dead-lettered as skipped_records_deleted)",
-                    where,
-                    lost,
-                )
-                detail = f"{where} offsets {lost} skipped by the consumer and already deleted"
-                await dead_letter(self.dlq_topic, "skipped_records_deleted", detail, None, None)
-                m.INGEST_UNRECOVERABLE.inc(len(plan.lost))
-            reader.start(plan.readable)
-            while (batch := await asyncio.to_thread(reader.next_batch)) is not None:
-                for record in batch:
-                    await self._ingest_record(
-                        topic, partition, record.offset, record.key, record.value, out
-                    )
-                    m.INGEST_RECOVERED.inc()
-                    recovered += 1
-        finally:
-            await asyncio.to_thread(reader.close)
-        log.warning("ingest gap on %s: re-read and processed %d records", where, recovered)
-
-    async def _send_requests(self, requests: Sequence[bytes]) -> None:
-        """Append resolve requests to the tenant's identity log, batched into records."""
-        for record in batch_records(requests, "requests"):
-            await self.requests_topic.send(key=self.settings.tenant, value=record)
-
     async def send_request(self, request: ResolveRequest | SplitRequest | EraseRequest) -> None:
         """Append one request to the tenant's identity log (the API's split and erase)."""
         body = request.model_dump_json().encode()
@@ -543,7 +418,7 @@ class Pipeline:
     async def _identity_record(self, item: EventT[Any], out: Outbox) -> None:
         msg = item.message
         for index, request in enumerate(identity_requests(cast(bytes, item.value))):
-            m.STAGE_EVENTS.labels("identity").inc()
+            m.IDENTITY_MESSAGES.inc()
             if isinstance(request, ResolveRequest):
                 await self._resolve(request, _order(msg.offset, index, 0), out)
             elif isinstance(request, SplitRequest):
@@ -658,7 +533,7 @@ class Pipeline:
                 with processing(group[0]):
                     for item in group:
                         for op in customer_ops(cast(bytes, item.value)):
-                            m.STAGE_EVENTS.labels("context").inc()
+                            m.CONTEXT_MESSAGES.inc()
                             self.context_ops.apply(op, out.add)
                     await self._write_contexts()
             await out.send(self.ops_topic)
@@ -682,7 +557,7 @@ class Pipeline:
         self._unwritten.pop(cid, None)
         self.context_cache.pop(cid, None)
         self.contexts.pop(cid, None)
-        self.trigger_schedule.pop(cid, None)
+        self.schedule_tier.pop(cid, None)
 
     def store(
         self,
@@ -728,11 +603,11 @@ class Pipeline:
             # pending trigger's due time stays the same across most events of its customer.
             due_at = triggers.next_due(ctx)
             due_iso = None if due_at is None else due_at.isoformat()
-            if self.trigger_schedule.get(cid) != due_iso:
+            if self.schedule_tier.get(cid) != due_iso:
                 if due_iso is None:
-                    self.trigger_schedule.pop(cid, None)
+                    self.schedule_tier.pop(cid, None)
                 else:
-                    self.trigger_schedule[cid] = due_iso
+                    self.schedule_tier[cid] = due_iso
             if not published:
                 self.context_cache[cid] = ctx
                 continue
@@ -740,6 +615,8 @@ class Pipeline:
                 ctx = ctx.model_copy(update={"updated_at": now})
             self.contexts[cid] = ctx.model_dump_json().encode()  # publishes the view
             self.context_cache[cid] = ctx
+        for tier in self.context_tiers:
+            tier.flush()
 
     async def _tick_due(self) -> None:
         """Timer: ask the context stage to fire the triggers that fell due.

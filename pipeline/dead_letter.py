@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-from datetime import UTC, datetime
 
 import faust
 
+from omnistitch import dlq
 from pipeline.metrics import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
+
+
+def letter(
+    stage: str,
+    reason: str,
+    detail: str,
+    key: bytes | None,
+    value: bytes | None,
+    *,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> bytes:
+    """One dead-letter record (JSON, :func:`omnistitch.dlq.encode`) carrying the reason and
+    the original bytes, counted and logged; the caller publishes it.
+
+    The detail (which may quote the event's content) goes to the record only, never to
+    the log: the log says which stage and why.
+    """
+    DEAD_LETTERS.labels(stage, reason).inc()
+    log.warning("dead-lettered a record at stage %s: %s", stage, reason)
+    return dlq.encode(
+        stage=stage,
+        reason=reason,
+        detail=detail,
+        key=key,
+        value=value,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+    )
 
 
 async def dead_letter(
@@ -22,19 +51,5 @@ async def dead_letter(
     value: bytes | None,
     stage: str = "ingest",
 ) -> None:
-    """Publish one dead-letter record (JSON) carrying the reason and the original bytes.
-
-    The detail (which may quote the event's content) goes to the record only, never to
-    the log: the log says which stage and why.
-    """
-    record = {
-        "stage": stage,
-        "reason": reason,
-        "detail": detail[:4000],
-        "dead_lettered_at": datetime.now(UTC).isoformat(),
-        "original_key_b64": base64.b64encode(key).decode() if key is not None else None,
-        "original_value_b64": base64.b64encode(value).decode() if value is not None else None,
-    }
-    DEAD_LETTERS.labels(stage, reason).inc()
-    log.warning("dead-lettered a record at stage %s: %s", stage, reason)
-    await topic.send(key=key, value=json.dumps(record).encode())
+    """Publish one dead-letter record through faust's producer (see :func:`letter`)."""
+    await topic.send(key=key, value=letter(stage, reason, detail, key, value))

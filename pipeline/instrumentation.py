@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from omnistitch.kafka_client import client_config
 from omnistitch.lag_monitor import LagMonitor, LagProbe, LagTarget
 from omnistitch.settings import WorkerSettings
-from omnistitch.topics import pipeline_input_topics
+from omnistitch.topics import pipeline_groups
 from pipeline.app import Pipeline
 
 REBALANCES = Counter(
@@ -37,10 +37,12 @@ ASSIGNED = "omnistitch_assigned_partitions"
 
 
 def own_lag_monitor(settings: WorkerSettings) -> LagMonitor:
-    """A monitor of the worker's own consumer group (its app id), reading its input topics."""
+    """A monitor of the worker's own consumer groups (ingest's and faust's), each reading
+    its input topics."""
     probe = LagProbe(client_config(settings), timeout_s=max(settings.lag_interval_s, 5.0))
-    target = LagTarget(settings.app_id, tuple(pipeline_input_topics(settings, settings.app_id)))
-    return LagMonitor(probe, [target], settings.lag_interval_s)
+    groups = pipeline_groups(settings, settings.app_id)
+    targets = [LagTarget(group, tuple(topics)) for group, topics in groups.items()]
+    return LagMonitor(probe, targets, settings.lag_interval_s)
 
 
 def directory_size(path: Path) -> int:

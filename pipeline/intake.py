@@ -1,9 +1,11 @@
-"""What the ingest stage does with one decoded raw event: normalise its identifiers and
-build the identity request, or say why the event cannot be resolved."""
+"""What the ingest stage does with one raw record: decode it, normalise its identifiers and
+build the identity request, or say why the event cannot be resolved (its dead letter)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from pydantic import ValidationError
 
 from pipeline.normalize import normalise
 from pipeline.ops import ResolveRequest
@@ -17,6 +19,28 @@ class Unusable:
     """No usable identifier is left: the event is dead-lettered with ``reasons``."""
 
     reasons: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A raw record the pipeline cannot use: dead-lettered with ``reason`` and ``detail``."""
+
+    reason: str  # invalid_event | no_usable_identifier
+    detail: str
+
+
+def intake(
+    value: bytes | None, rules: Rules, *, topic: str, partition: int, offset: int
+) -> tuple[RawEvent, ResolveRequest] | Rejected:
+    """One raw record: the decoded event and its resolve request, or why it is rejected."""
+    try:
+        event = RawEvent.model_validate_json(value or b"")
+    except ValidationError as exc:
+        return Rejected("invalid_event", str(exc))
+    request = resolve_request(event, rules, topic=topic, partition=partition, offset=offset)
+    if isinstance(request, Unusable):
+        return Rejected("no_usable_identifier", request.reasons)
+    return event, request
 
 
 def resolve_request(

@@ -11,6 +11,10 @@ from schemas.events import RawEvent
 STAGE_EVENTS = Counter(
     "omnistitch_stage_messages_total", "Messages a pipeline stage processed.", ["stage"]
 )
+#: The stages' children, bound once: ``labels()`` costs a lock and a dict lookup per call.
+INGEST_MESSAGES = STAGE_EVENTS.labels("ingest")
+IDENTITY_MESSAGES = STAGE_EVENTS.labels("identity")
+CONTEXT_MESSAGES = STAGE_EVENTS.labels("context")
 DEAD_LETTERS = Counter(
     "omnistitch_dead_letters_total", "Records sent to a dead-letter topic.", ["stage", "reason"]
 )
@@ -44,15 +48,6 @@ FAILED_REQUESTS = Counter(
     "Operator requests that named no such customer or link.",
     ["op"],
 )
-INGEST_RECOVERED = Counter(
-    "omnistitch_ingest_recovered_records_total",
-    "Raw records faust skipped that the ingest stage re-read and processed (offset gaps).",
-)
-INGEST_UNRECOVERABLE = Counter(
-    "omnistitch_ingest_unrecoverable_offsets_total",
-    "Offsets of raw records faust skipped that were deleted before they could be re-read.",
-)
-
 EVENTS_IN = Counter(
     "omnistitch_events_in_total",
     "Raw events the ingest stage decoded, by channel and source topic.",

@@ -14,6 +14,7 @@ split and erase requests, the trigger timer's ticks) are still valid records.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
@@ -175,3 +176,26 @@ def customer_ops(value: bytes) -> list[AnyCustomerOp]:
     """The ops an ``<app>-customer-ops`` record carries, in order."""
     record = OPS_RECORD.validate_json(value)
     return list(record.ops) if isinstance(record, OpBatch) else [record]
+
+
+#: The most bytes of messages one batch record carries (the broker's default limit on one
+#: record is 1 MiB; a single larger message still goes alone, as it always did).
+BATCH_RECORD_BYTES = 262_144
+
+
+def batch_records(parts: Sequence[bytes], field: str) -> Iterator[bytes]:
+    """``{"op":"batch","<field>":[...]}`` records holding ``parts`` (serialised messages) in
+    order, each at most ``BATCH_RECORD_BYTES`` unless one part alone is larger, and at most
+    ``MAX_REQUESTS_PER_RECORD`` parts (decision positions reserve that many per record)."""
+    head = b'{"op":"batch","' + field.encode() + b'":['
+    chunk: list[bytes] = []
+    size = 0
+    for part in parts:
+        full = len(chunk) == MAX_REQUESTS_PER_RECORD
+        if chunk and (full or size + len(part) > BATCH_RECORD_BYTES):
+            yield head + b",".join(chunk) + b"]}"
+            chunk, size = [], 0
+        chunk.append(part)
+        size += len(part) + 1
+    if chunk:
+        yield head + b",".join(chunk) + b"]}"

@@ -13,6 +13,7 @@ from pipeline.api import register_api
 from pipeline.app import Pipeline
 from pipeline.fetch_backoff import limit_fetch_backoff
 from pipeline.gc_policy import freeze_startup_heap, tune
+from pipeline.ingest import Ingest
 from pipeline.instrumentation import instrument, own_lag_monitor
 from pipeline.rules import Rules
 from pipeline.state_dir import mark_clean, prepare
@@ -32,8 +33,9 @@ def build(
 def run(settings: WorkerSettings, rules: Rules) -> None:
     """Create the topics if missing, then run the worker until it is stopped.
 
-    Logs are JSON lines (omnistitch.logs); the worker's own group's lag is read from the
-    broker on a thread of its own and served at ``/metrics`` with the stage counters.
+    Logs are JSON lines (omnistitch.logs); the worker's own groups' lag is read from the
+    broker on a thread of its own and served at ``/metrics`` with the stage counters. The
+    ingest stage runs on a thread too (pipeline/ingest.py); faust runs the others.
     """
     prepare(settings.state_dir)  # local state is trusted only after a clean stop
     limit_fetch_backoff(settings.fetch_backoff_s)  # before faust creates its consumer
@@ -42,6 +44,8 @@ def run(settings: WorkerSettings, rules: Rules) -> None:
     instrument(pipeline, monitor)
     ensure_topics(settings, extra=pipeline.internal_topics())
     monitor.start()
+    ingest = Ingest(settings, pipeline.rules)
+    ingest.start()
     tune(settings.gc_gen0_threshold)
     worker = faust.Worker(
         pipeline.app,
@@ -62,6 +66,7 @@ def run(settings: WorkerSettings, rules: Rules) -> None:
         clean = exc.code in (0, None)
         raise
     finally:
+        ingest.stop()
         monitor.stop()
         if clean:
             mark_clean(settings.state_dir)

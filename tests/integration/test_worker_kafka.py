@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -219,3 +220,28 @@ def test_a_worker_creates_its_topics_on_an_empty_cluster(
     ours = {t for t in topics if t.startswith(unique_prefix)}
     assert unique_prefix + "customer.context" in ours
     assert unique_prefix + env["OMNISTITCH_APP_ID"] + "-customer-ops" in ours
+
+
+def test_every_table_partition_shares_one_rocksdb_budget(
+    worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Read from each database's own RocksDB LOG: one cache and one write-buffer manager."""
+    env = {
+        **worker_env,
+        "OMNISTITCH_ROCKSDB_CACHE_MB": "24",
+        "OMNISTITCH_ROCKSDB_WRITE_BUFFER_MB": "8",
+    }
+    worker = Process("worker", env, tmp_path / "worker.log").start()
+    try:
+        wait_for("ready", lambda: http_json(f"{api(env)}/readyz"), 90, worker)
+        logs = [p.read_text() for p in Path(env["OMNISTITCH_STATE_DIR"]).rglob("*.db/LOG")]
+        # Every table's partitions this one worker owns (9 tables x 8 raw partitions).
+        assert len(logs) >= 9 * 8
+        caches = {m for log in logs for m in re.findall(r"^\s+block_cache: (0x\w+)$", log, re.M)}
+        managers = {m for log in logs for m in re.findall(r"write_buffer_manager: (0x\w+)", log)}
+        capacities = {int(c) for log in logs for c in re.findall(r"capacity : (\d+)", log)}
+        assert len(caches) == 1, caches
+        assert len(managers) == 1, managers
+        assert capacities == {32 * 1024 * 1024}
+    finally:
+        worker.stop()

@@ -24,7 +24,6 @@ PURE = [
     "pipeline.ops",
     "pipeline.query",
     "pipeline.lookup",
-    "pipeline.offset_gaps",
     "pipeline.write_behind",
 ]
 

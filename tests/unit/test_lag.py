@@ -166,17 +166,19 @@ def test_exporter_serves_metrics_health_and_readiness() -> None:
     assert "process_cpu_seconds_total" in body
 
 
-def test_exporter_watches_the_app_group_and_its_input_topics(
+def test_exporter_watches_the_workers_groups_and_their_input_topics(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OMNISTITCH_TOPIC_PREFIX", "prod.")
     monkeypatch.setenv("OMNISTITCH_APP_ID", "stitch")
     assert targets(LagExporterSettings()) == [
-        LagTarget(
-            "stitch",
-            ("prod.raw.events", "prod.stitch-identity-requests", "prod.stitch-customer-ops"),
-        )
+        LagTarget("stitch-ingest", ("prod.raw.events",)),
+        LagTarget("stitch", ("prod.stitch-identity-requests", "prod.stitch-customer-ops")),
     ]
     monkeypatch.setenv("OMNISTITCH_LAG_GROUPS", "stitch, agent-desktop")
     assert [t.group for t in targets(LagExporterSettings())] == ["stitch", "agent-desktop"]
+    assert targets(LagExporterSettings())[0].topics == (
+        "prod.stitch-identity-requests",
+        "prod.stitch-customer-ops",
+    )
     assert targets(LagExporterSettings())[1].topics == ()

@@ -7,14 +7,15 @@ import json
 from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
 
 from omnistitch.settings import WorkerSettings
-from pipeline.app import (
+from pipeline.app import ROCKSDB_OPTIONS, Pipeline, key_partition
+from pipeline.ops import (
     BATCH_RECORD_BYTES,
-    ROCKSDB_OPTIONS,
-    Pipeline,
+    MAX_REQUESTS_PER_RECORD,
+    OpBatch,
+    TickOp,
     batch_records,
-    key_partition,
+    customer_ops,
 )
-from pipeline.ops import MAX_REQUESTS_PER_RECORD, OpBatch, TickOp, customer_ops
 
 
 def pipeline(**settings: object) -> Pipeline:
@@ -54,7 +55,9 @@ def test_batch_records_keep_order_and_stay_under_the_record_limit() -> None:
 def test_every_table_bounds_its_rocksdb_memory() -> None:
     p = pipeline()
     for table in p.tables:
-        assert table.options == ROCKSDB_OPTIONS
+        # faust's per-database options, plus the budget every database shares (the stores
+        # and the databases are checked in tests/unit/test_rocksdb_memory.py).
+        assert table.options == p.rocksdb_memory.table_options(**ROCKSDB_OPTIONS)
         assert table.options is not ROCKSDB_OPTIONS  # faust pops keys from the dict it gets
 
 

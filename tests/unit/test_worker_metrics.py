@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from omnistitch.lag import LagSnapshot
 from omnistitch.lag_monitor import LagMonitor, LagTarget
 from omnistitch.settings import WorkerSettings
-from omnistitch.topics import pipeline_input_topics
+from omnistitch.topics import ingest_group, pipeline_groups
 from pipeline import metrics as m
 from pipeline.app import Pipeline
 from pipeline.instrumentation import directory_size, instrument
@@ -79,8 +79,15 @@ def settings(tmp_path: Path, **kw: object) -> WorkerSettings:
 def test_the_lag_topics_are_the_stages_inputs(tmp_path: Path) -> None:
     s = settings(tmp_path)
     p = Pipeline(s)
-    stage_inputs = [t.get_topic_name() for t in (p.raw_topic, p.requests_topic, p.ops_topic)]
-    assert pipeline_input_topics(s, s.app_id) == stage_inputs
+    faust_inputs = [t.get_topic_name() for t in (p.requests_topic, p.ops_topic)]
+    assert sorted(p.app.agents[name].channel.get_topic_name() for name in p.app.agents) == sorted(
+        faust_inputs
+    )
+    assert pipeline_groups(s, s.app_id) == {
+        "stitch-ingest": ["p.raw.events"],  # the ingest stage: confluent-kafka, its own group
+        "stitch": faust_inputs,
+    }
+    assert ingest_group(s.app_id) == "stitch-ingest"
 
 
 def test_standby_replicas_and_credentials_reach_faust(tmp_path: Path) -> None:

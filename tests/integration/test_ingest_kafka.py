@@ -1,0 +1,227 @@
+"""The ingest stage (pipeline/ingest.py) against the real broker.
+
+It reads the raw topic with its own consumer group (``<app id>-ingest``), dead-letters bad
+input with the reason and the original bytes, and commits a batch's offsets only once the
+identity log has acknowledged the batch: a stopped worker resumes where it left off, and
+a batch whose requests cannot be acknowledged is never committed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from omnistitch.settings import WorkerSettings
+from pipeline.ingest import Ingest, IngestError
+from pipeline.rules import load_rules
+from schemas.context import CustomerContext
+from schemas.events import Identifier, RawEvent
+from tests.processes import Process, http_json, wait_for
+
+T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+PARTITIONS = 8
+
+
+def event(name: str, *identifiers: Identifier) -> RawEvent:
+    return RawEvent.model_validate(
+        {
+            "event_id": name,
+            "channel": "web",
+            "source": "test",
+            "kind": "page",
+            "occurred_at": T0 + timedelta(minutes=1),
+            "received_at": T0,
+            "identifiers": identifiers or [Identifier(type="anonymous_id", value=f"in-{name}")],
+        }
+    )
+
+
+def raw_topic(env: dict[str, str]) -> str:
+    return env["OMNISTITCH_TOPIC_PREFIX"] + "raw.events"
+
+
+def publish(env: dict[str, str], partition: int, bodies: list[bytes]) -> list[int]:
+    """Publish ``bodies`` to one raw partition (key: the partition); their offsets."""
+    producer = Producer({"bootstrap.servers": env["OMNISTITCH_BOOTSTRAP_SERVERS"]})
+    offsets: list[int] = []
+
+    def delivered(err: KafkaError | None, msg: Message) -> None:
+        assert err is None, err
+        offsets.append(msg.offset() or 0)
+
+    for body in bodies:
+        producer.produce(
+            raw_topic(env), key=b"k", value=body, partition=partition, on_delivery=delivered
+        )
+        producer.flush(15)  # one at a time: the offsets come back in order
+    assert len(offsets) == len(bodies)
+    return offsets
+
+
+def good(name: str) -> bytes:
+    return event(name).model_dump_json().encode()
+
+
+def api(env: dict[str, str]) -> str:
+    return f"http://127.0.0.1:{env['OMNISTITCH_API_PORT']}"
+
+
+def wait_stitched(env: dict[str, str], names: list[str], proc: Process) -> None:
+    """Every named event is on the timeline of its customer, read through the query API."""
+    pending = list(names)
+
+    def probe() -> bool | None:
+        while pending:
+            body = http_json(f"{api(env)}/v1/customers?identifier=anonymous_id:in-{pending[0]}")
+            if body is None:
+                return None
+            ctx = CustomerContext.model_validate(body)
+            if pending[0] not in {e.event_id for e in ctx.timeline}:
+                return None
+            pending.pop(0)
+        return True
+
+    try:
+        wait_for(f"events {names} in the customer contexts", probe, 90, proc)
+    except AssertionError as exc:
+        raise AssertionError(f"never stitched: {pending}\n{exc}") from None
+
+
+def committed(env: dict[str, str], group: str) -> dict[int, int]:
+    """The group's committed offsets on the raw topic, per partition (absent: none)."""
+    reader = Consumer({"bootstrap.servers": env["OMNISTITCH_BOOTSTRAP_SERVERS"], "group.id": group})
+    try:
+        tps = [TopicPartition(raw_topic(env), p) for p in range(PARTITIONS)]
+        return {
+            tp.partition: tp.offset for tp in reader.committed(tps, timeout=10) if tp.offset >= 0
+        }
+    finally:
+        reader.close()
+
+
+def dead_letters(env: dict[str, str]) -> list[dict[str, object]]:
+    topic = env["OMNISTITCH_TOPIC_PREFIX"] + "raw.events.dlq"
+    reader = Consumer(
+        {
+            "bootstrap.servers": env["OMNISTITCH_BOOTSTRAP_SERVERS"],
+            "group.id": "ingest-test-dlq-reader",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    reader.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    out: list[dict[str, object]] = []
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            msg = reader.poll(0.5)
+            if msg is None:
+                continue
+            if (err := msg.error()) is not None:
+                assert err.code() == KafkaError._PARTITION_EOF, err
+                break
+            out.append(json.loads(msg.value() or b"{}"))
+    finally:
+        reader.close()
+    return out
+
+
+def start(env: dict[str, str], log: Path) -> Process:
+    worker = Process("worker", env, log).start()
+    wait_for("the worker ready", lambda: http_json(f"{api(env)}/readyz"), 120, worker)
+    return worker
+
+
+def test_ingest_commits_what_it_handed_on_and_a_restart_resumes_there(
+    worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    log = tmp_path / "worker.log"
+    group = worker_env["OMNISTITCH_APP_ID"] + "-ingest"
+    first = [f"a{p}" for p in range(PARTITIONS)]
+    invalid = b'{"event_id": "broken", "channel": "web"'
+    blocked = event("blocked", Identifier(type="email", value="test@test.com"))
+    worker = start(worker_env, log)
+    try:
+        for p, name in enumerate(first):
+            assert publish(worker_env, p, [good(name)]) == [0]
+        assert publish(worker_env, 0, [invalid, blocked.model_dump_json().encode()]) == [1, 2]
+        wait_stitched(worker_env, first, worker)
+        wait_for(
+            "every raw offset committed by the ingest group",
+            lambda: committed(worker_env, group) == {0: 3, **{p: 1 for p in range(1, 8)}} or None,
+            30,
+            worker,
+        )
+    finally:
+        assert worker.stop() == 0
+    # faust's own group no longer reads the raw topic at all.
+    assert committed(worker_env, worker_env["OMNISTITCH_APP_ID"]) == {}
+    letters = {str(d["reason"]): d for d in dead_letters(worker_env)}
+    assert set(letters) == {"invalid_event", "no_usable_identifier"}
+    assert base64.b64decode(str(letters["invalid_event"]["original_value_b64"])) == invalid
+    assert letters["invalid_event"]["stage"] == "ingest"
+    assert (letters["invalid_event"]["partition"], letters["invalid_event"]["offset"]) == (0, 1)
+    assert "test@test.com" in str(letters["no_usable_identifier"]["detail"])
+
+    # While no worker runs, more events arrive; the next worker starts at the commits.
+    later = [f"b{p}" for p in range(PARTITIONS)]
+    for p, name in enumerate(later):
+        publish(worker_env, p, [good(name)])
+    worker = start(worker_env, log)
+    try:
+        wait_stitched(worker_env, [*later, *first], worker)
+        wait_for(
+            "the new offsets committed",
+            lambda: committed(worker_env, group) == {0: 4, **{p: 2 for p in range(1, 8)}} or None,
+            30,
+            worker,
+        )
+    finally:
+        assert worker.stop() == 0
+    # Nothing was read twice: the first events' requests were not appended again.
+    assert len(dead_letters(worker_env)) == 2
+
+
+def test_a_batch_the_broker_does_not_acknowledge_raises_before_any_commit(
+    worker_env: dict[str, str],
+) -> None:
+    """Steps 3-4 of the ingest order with a real producer that cannot reach a broker: the
+    batch raises (so the stage's thread ends the worker before its commit)."""
+    settings = WorkerSettings.model_validate(
+        {
+            "bootstrap_servers": worker_env["OMNISTITCH_BOOTSTRAP_SERVERS"],
+            "topic_prefix": worker_env["OMNISTITCH_TOPIC_PREFIX"],
+            "app_id": worker_env["OMNISTITCH_APP_ID"],
+        }
+    )
+    publish(worker_env, 0, [good("unacked")])
+    stage = Ingest(settings, load_rules(None))
+    consumer = Consumer(stage.consumer_config())
+    consumer.subscribe([stage.raw_topic])
+    try:
+        batch: list[Message] = []
+        deadline = time.monotonic() + 30
+        while not batch and time.monotonic() < deadline:
+            batch = stage.next_batch(consumer)
+        assert [m.value() for m in batch] == [good("unacked")]
+        dead = Producer(
+            {"bootstrap.servers": "127.0.0.1:1", "message.timeout.ms": 500, "acks": "all"}
+        )
+        with pytest.raises(IngestError, match=r"delivery errors: \[.\S"):
+            stage.process(batch, dead)
+    finally:
+        consumer.close()
+    assert committed(worker_env, stage.group) == {}
