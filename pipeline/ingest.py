@@ -119,6 +119,10 @@ class Ingest:
             **{
                 "enable.idempotence": True,
                 "acks": "all",
+                # Kafka's Java-client partitioner, as faust (aiokafka) uses: the tenant's
+                # requests must land on the partition whose identity tables the router
+                # names as the tenant's (librdkafka's default, CRC32, picks another one).
+                "partitioner": "murmur2_random",
                 "linger.ms": 5,
                 "compression.type": "lz4",
             },

@@ -25,6 +25,7 @@ from confluent_kafka import (
 )
 
 from omnistitch.settings import WorkerSettings
+from pipeline.app import key_partition
 from pipeline.ingest import Ingest, IngestError
 from pipeline.rules import load_rules
 from schemas.context import CustomerContext
@@ -139,6 +140,21 @@ def dead_letters(env: dict[str, str]) -> list[dict[str, object]]:
     return out
 
 
+def env_topic(env: dict[str, str], name: str) -> str:
+    return env["OMNISTITCH_TOPIC_PREFIX"] + name
+
+
+def partitions_holding_records(env: dict[str, str], topic: str) -> list[int]:
+    """The partitions of ``topic`` with at least one record."""
+    reader = Consumer({"bootstrap.servers": env["OMNISTITCH_BOOTSTRAP_SERVERS"], "group.id": "w"})
+    try:
+        meta = reader.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in meta}
+        return sorted(p for p, (low, high) in ends.items() if high > low)
+    finally:
+        reader.close()
+
+
 def start(env: dict[str, str], log: Path) -> Process:
     worker = Process("worker", env, log).start()
     wait_for("the worker ready", lambda: http_json(f"{api(env)}/readyz"), 120, worker)
@@ -169,6 +185,12 @@ def test_ingest_commits_what_it_handed_on_and_a_restart_resumes_there(
         assert worker.stop() == 0
     # faust's own group no longer reads the raw topic at all.
     assert committed(worker_env, worker_env["OMNISTITCH_APP_ID"]) == {}
+    # The requests are on the partition faust's router names for the tenant (murmur2, as
+    # aiokafka partitions): the identity tables live there, and the API looks them up there.
+    requests = env_topic(worker_env, worker_env["OMNISTITCH_APP_ID"] + "-identity-requests")
+    assert set(partitions_holding_records(worker_env, requests)) == {
+        key_partition("default", PARTITIONS)
+    }
     letters = {str(d["reason"]): d for d in dead_letters(worker_env)}
     assert set(letters) == {"invalid_event", "no_usable_identifier"}
     assert base64.b64decode(str(letters["invalid_event"]["original_value_b64"])) == invalid
