@@ -44,6 +44,22 @@ def client_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     return config
 
 
+def durable_producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    """A producer whose acknowledged records are on every in-sync replica, once each
+    (idempotent, ``acks=all``), batched for 5 ms and LZ4-compressed: the worker's own
+    producers (the ingest stage's, the table writer's)."""
+    return client_config(
+        settings,
+        **{
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            **overrides,
+        },
+    )
+
+
 def ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
     """A verifying client TLS context trusting ``ssl_ca_location`` (else the system store)."""
     cafile = None if settings.ssl_ca_location is None else str(settings.ssl_ca_location)

@@ -26,17 +26,18 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, cast
 
 import faust
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 from cachetools import LRUCache
+from confluent_kafka import Producer
 from faust.streams import _current_event
 from faust.tables.manager import TableManager
 from faust.types import EventT
 
-from omnistitch.kafka_client import faust_credentials
+from omnistitch.kafka_client import durable_producer_config, faust_credentials
 from omnistitch.settings import WorkerSettings
 from omnistitch.topics import (
     CUSTOMER_CONTEXT,
@@ -70,6 +71,7 @@ from pipeline.ops import (
 )
 from pipeline.rocksdb_memory import STORE_URL, RocksDBMemory
 from pipeline.rules import Rules, load_rules
+from pipeline.table_writer import NOT_STAGED, Table, TableWriter
 from pipeline.write_behind import WriteBehind
 from schemas.context import CustomerContext
 from schemas.identity import Freshness, Merge, Split
@@ -278,6 +280,12 @@ class Pipeline:
                 **kw,
             )
 
+        # Every table row a stage batch changes is written through these, once per batch:
+        # one per stage, each with its own producer (the two stages' batches interleave
+        # on the event loop, and a commit waits for its own stage's records only).
+        producer = partial(Producer, durable_producer_config(s))
+        self.identity_writer = TableWriter(producer)
+        self.writer = TableWriter(producer)
         # Identity tables: written only by the identity stage, on the tenant's partition.
         self.identity_tables = IdentityTables(
             owners=table("identity-owners", str),
@@ -340,6 +348,9 @@ class Pipeline:
         self.context_cache: LRUCache[str, CustomerContext] = LRUCache(s.context_cache_size)
         # Contexts the context stage changed in the batch it is handling, not yet written.
         self._unwritten: dict[str, _Unwritten] = {}
+        # The ops partition whose part of a batch the context stage is handling.
+        self._partition = 0
+        self._triggers_sent = False
 
         async def forget_cached(_sender: Any, *args: Any, **_kw: Any) -> None:
             self.context_cache.clear()
@@ -356,6 +367,11 @@ class Pipeline:
         ):
             app.agent(source, name=name)(_fail_fast(name, fun))
         app.timer(s.trigger_interval_s, name="engagement-triggers")(self._tick_due)
+
+    def warm(self) -> None:
+        """Connect the table writers' producers now, so that no batch waits for it."""
+        for writer in (self.identity_writer, self.writer):
+            writer.producer.list_topics(timeout=10)
 
     @property
     def tables(self) -> list[faust.types.TableT[str, Any]]:
@@ -403,16 +419,21 @@ class Pipeline:
     # -- stage 2: resolve identity (single writer per tenant) ---------------------------
     async def _identity(self, stream: faust.StreamT[bytes]) -> None:
         """Per batch, in this order: merges, splits and dead letters sent as requests are
-        resolved; then each identity row the batch changed written once (its changelog);
-        then the customer ops (one record per ops partition); then the records acked."""
+        resolved; then each identity row the batch changed written once and its changelog
+        acknowledged (``TableWriter``); then the customer ops (one record per ops
+        partition); then the records acked."""
         async for groups in self._batches(stream):
             out = Outbox(self.settings.raw_partitions)
             for group in groups:
-                with processing(group[0]):
+                partition = group[0].message.partition
+                with processing(group[0]):  # faust reads the current event's partition
                     for item in group:
                         await self._identity_record(item, out)
-                    for tier in self.identity_tiers:
-                        tier.flush()
+                for tier in self.identity_tiers:
+                    put = partial(self.identity_writer.put, cast(Table, tier.table), partition)
+                    tier.flush(put)
+                self.identity_writer.write(partition)
+            await self.identity_writer.commit()
             await out.send(self.ops_topic)
 
     async def _identity_record(self, item: EventT[Any], out: Outbox) -> None:
@@ -530,12 +551,17 @@ class Pipeline:
         async for groups in self._batches(stream):
             out = Outbox(self.settings.raw_partitions)
             for group in groups:
-                with processing(group[0]):
+                self._partition = group[0].message.partition
+                with processing(group[0]):  # faust reads the current event's partition
                     for item in group:
                         for op in customer_ops(cast(bytes, item.value)):
                             m.CONTEXT_MESSAGES.inc()
                             self.context_ops.apply(op, out.add)
                     await self._write_contexts()
+            if self._triggers_sent:  # before the contexts that record them (see below)
+                await self.app.producer.flush()
+                self._triggers_sent = False
+            await self.writer.commit()
             await out.send(self.ops_topic)
 
     # -- the context store (pipeline.context_ops.ContextStore) --------------------------
@@ -546,8 +572,10 @@ class Pipeline:
         cached = self.context_cache.get(cid)
         if cached is not None:
             return cached
-        raw = self.contexts.get(cid)
-        if raw is None:
+        raw = self.writer.staged(self.contexts, self._partition, cid)
+        if raw is NOT_STAGED:
+            raw = self.contexts.get(cid)
+        if not isinstance(raw, bytes):  # never stored, or removed in this batch
             return None
         ctx = self.context_cache[cid] = CustomerContext.model_validate_json(raw)
         return ctx
@@ -556,7 +584,7 @@ class Pipeline:
         """Forget a customer's context; removing its row tombstones it on the view."""
         self._unwritten.pop(cid, None)
         self.context_cache.pop(cid, None)
-        self.contexts.pop(cid, None)
+        self.writer.put(self.contexts, self._partition, cid, None)
         self.schedule_tier.pop(cid, None)
 
     def store(
@@ -597,6 +625,7 @@ class Pipeline:
                 body = trigger.model_dump_json().encode()
                 await self.triggers_topic.send(key=cid, value=body)
                 m.TRIGGERS.labels(trigger.rule).inc()
+                self._triggers_sent = True
             if recorded is not None:
                 ctx, published, changed = recorded, True, True
             # Written only when it changes: every table write is a changelog record, and a
@@ -613,10 +642,12 @@ class Pipeline:
                 continue
             if changed:
                 ctx = ctx.model_copy(update={"updated_at": now})
-            self.contexts[cid] = ctx.model_dump_json().encode()  # publishes the view
+            # the row's changelog record *is* the view (customer.context)
+            self.writer.put(self.contexts, self._partition, cid, ctx.model_dump_json().encode())
             self.context_cache[cid] = ctx
         for tier in self.context_tiers:
-            tier.flush()
+            tier.flush(partial(self.writer.put, cast(Table, tier.table), self._partition))
+        self.writer.write(self._partition)
 
     async def _tick_due(self) -> None:
         """Timer: ask the context stage to fire the triggers that fell due.

@@ -36,7 +36,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from omnistitch.kafka_client import client_config
+from omnistitch.kafka_client import client_config, durable_producer_config
 from omnistitch.settings import WorkerSettings
 from omnistitch.topics import RAW_EVENTS, RAW_EVENTS_DLQ, ingest_group, internal_topic
 from pipeline import metrics as m
@@ -114,19 +114,10 @@ class Ingest:
         )
 
     def producer_config(self) -> dict[str, Any]:
-        return client_config(
-            self.settings,
-            **{
-                "enable.idempotence": True,
-                "acks": "all",
-                # Kafka's Java-client partitioner, as faust (aiokafka) uses: the tenant's
-                # requests must land on the partition whose identity tables the router
-                # names as the tenant's (librdkafka's default, CRC32, picks another one).
-                "partitioner": "murmur2_random",
-                "linger.ms": 5,
-                "compression.type": "lz4",
-            },
-        )
+        # Kafka's Java-client partitioner, as faust (aiokafka) uses: the tenant's requests
+        # must land on the partition whose identity tables the router names as the
+        # tenant's (librdkafka's default, CRC32, picks another one).
+        return durable_producer_config(self.settings, partitioner="murmur2_random")
 
     def next_batch(self, consumer: Consumer) -> list[Message]:
         """Up to ``batch_max`` records: the first one as soon as it comes, the rest that

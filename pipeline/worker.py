@@ -44,6 +44,7 @@ def run(settings: WorkerSettings, rules: Rules) -> None:
     instrument(pipeline, monitor)
     ensure_topics(settings, extra=pipeline.internal_topics())
     monitor.start()
+    pipeline.warm()  # the table writers' producer connects before the first batch
     ingest = Ingest(settings, pipeline.rules)
     ingest.start()
     tune(settings.gc_gen0_threshold)

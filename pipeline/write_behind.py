@@ -17,7 +17,7 @@ is for its tenant's partition; :meth:`forget` must be called whenever partitions
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Final, Generic, TypeVar
 
 from cachetools import LRUCache
@@ -91,11 +91,14 @@ class WriteBehind(MutableMapping[str, V], Generic[V]):
         """Rows changed since the last flush."""
         return len(self._dirty)
 
-    def flush(self) -> int:
-        """Write every row changed since the last flush to the table, once; returns how many."""
+    def flush(self, put: Callable[[str, V | None], None] | None = None) -> int:
+        """Write every row changed since the last flush, once: to the table, or through
+        ``put(key, value)`` (``None``: remove the row) when given; returns how many."""
         dirty, self._dirty = self._dirty, {}
         for key, row in dirty.items():
-            if isinstance(row, _Absent):
+            if put is not None:
+                put(key, None if isinstance(row, _Absent) else row)
+            elif isinstance(row, _Absent):
                 self.table.pop(key, None)
             else:
                 self.table[key] = row

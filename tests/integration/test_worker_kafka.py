@@ -6,12 +6,13 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
+from rocksdict import AccessType, Options, Rdict
 
 from schemas.context import CustomerContext
 from schemas.events import Identifier, RawEvent
@@ -156,6 +157,44 @@ def test_worker_stitches_joins_and_dead_letters(worker_env: dict[str, str], tmp_
         worker.stop()
 
 
+def persisted_offsets(state: Path) -> dict[tuple[str, int], int]:
+    """(table, partition) -> the changelog offset faust's store says it holds, for every
+    table partition with one (read from the stopped worker's RocksDB)."""
+    found = {}
+    for path in sorted((state / "v1" / "tables").glob("*.db")):
+        table, _, partition = path.name.removesuffix(".db").rpartition("-")
+        db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
+        try:
+            offset = db.get(b"__faust\0offset__")
+        finally:
+            db.close()
+        if offset is not None:
+            found[(table, int(partition))] = int(offset)
+    return found
+
+
+def changelog_ends(
+    env: dict[str, str], slots: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """(table, partition) -> the end offset of that partition of the table's changelog."""
+    reader = Consumer({"bootstrap.servers": env["OMNISTITCH_BOOTSTRAP_SERVERS"], "group.id": "e"})
+    app, prefix = env["OMNISTITCH_APP_ID"], env["OMNISTITCH_TOPIC_PREFIX"]
+    try:
+        ends = {}
+        for table, partition in slots:
+            # customer.context is the contexts table's changelog (pipeline/app.py)
+            topic = (
+                f"{prefix}customer.context"
+                if table == "customer-contexts"
+                else f"{app}-{table}-changelog"
+            )
+            _, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            ends[(table, partition)] = high
+        return ends
+    finally:
+        reader.close()
+
+
 def test_view_survives_restart_and_state_loss(worker_env: dict[str, str], tmp_path: Path) -> None:
     log = tmp_path / "worker.log"
     worker = Process("worker", worker_env, log).start()
@@ -169,6 +208,12 @@ def test_view_survives_restart_and_state_loss(worker_env: dict[str, str], tmp_pa
         )
         before = customer_by(worker_env, "email:rae@example.com", worker, 2)
         assert worker.stop() == 0
+        # Every table partition written remembers the last changelog offset it holds (where
+        # recovery resumes): the table writer sets it once per batch, as faust does per row.
+        persisted = persisted_offsets(Path(worker_env["OMNISTITCH_STATE_DIR"]))
+        ends = changelog_ends(worker_env, persisted)
+        assert ends, "no table partition was written"
+        assert persisted == {slot: end - 1 for slot, end in ends.items()}
         # 1. Restart on the same RocksDB state.
         worker = Process("worker", worker_env, log).start()
         same = customer_by(worker_env, "anonymous_id:a1", worker, 2)
