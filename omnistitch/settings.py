@@ -143,7 +143,15 @@ class WorkerSettings(KafkaSettings):
         default=500,
         ge=1,
         le=10_000,
-        description="Most records a stage takes in one batch (faust take_events).",
+        description="Most raw records the ingest stage takes in one batch, and so the most "
+        "requests one identity-log record carries.",
+    )
+    batch_records: int = Field(
+        default=8,
+        ge=1,
+        le=1_000,
+        description="Most records the identity and context stages take in one batch (faust "
+        "take_events); each record carries up to batch_max requests or ops.",
     )
     batch_wait_s: float = Field(
         default=0.005,
