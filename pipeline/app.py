@@ -71,7 +71,7 @@ from pipeline.ops import (
 )
 from pipeline.rocksdb_memory import STORE_URL, RocksDBMemory
 from pipeline.rules import Rules, load_rules
-from pipeline.table_writer import NOT_STAGED, Table, TableWriter
+from pipeline.table_writer import NOT_STAGED, Table, TableWriter, read_row
 from pipeline.write_behind import WriteBehind
 from schemas.context import CustomerContext
 from schemas.identity import Freshness, Merge, Split
@@ -300,7 +300,7 @@ class Pipeline:
         # (suppressed is written only by erasures, but read for every identifier of every
         # event: through the tier, the usual answer, "absent", is a dict lookup.)
         self.identity_tiers: list[WriteBehind[Any]] = [
-            WriteBehind(table, rows)
+            WriteBehind(table, rows, partial(read_row, cast(Table, table)))
             for table in (t.owners, t.parents, t.nodes, t.hubs, t.suppressed)
         ]
         tiered = IdentityTables(*self.identity_tiers)
@@ -320,15 +320,17 @@ class Pipeline:
         # Customers with a delayed engagement trigger pending -> its due time (ISO 8601).
         # Small (only pending customers), so the timer scans it; see _tick_due.
         self.trigger_schedule = table("trigger-schedule", str)
+
         # The context stage reads a redirect for every op and a customer's due time for
         # every context it writes, and is their sole writer per partition, so it reads
         # them through in-memory tiers too (absent rows cached: most customers were
         # never merged away); each row a batch changed is written once, per partition.
-        self.redirects_tier: WriteBehind[str] = WriteBehind(self.redirects, s.context_hot_rows)
-        self.splits_tier: WriteBehind[bytes] = WriteBehind(self.last_splits, s.context_hot_rows)
-        self.schedule_tier: WriteBehind[str] = WriteBehind(
-            self.trigger_schedule, s.context_hot_rows
-        )
+        def tier(table: faust.types.TableT[str, Any]) -> WriteBehind[Any]:
+            return WriteBehind(table, s.context_hot_rows, partial(read_row, table))
+
+        self.redirects_tier: WriteBehind[str] = tier(self.redirects)
+        self.splits_tier: WriteBehind[bytes] = tier(self.last_splits)
+        self.schedule_tier: WriteBehind[str] = tier(self.trigger_schedule)
         self.context_tiers: list[WriteBehind[Any]] = [
             self.redirects_tier,
             self.splits_tier,

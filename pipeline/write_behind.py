@@ -38,8 +38,15 @@ ABSENT: Final = _Absent()
 class WriteBehind(MutableMapping[str, V], Generic[V]):
     """A mapping over ``table`` with a hot read tier and batch-coalesced writes."""
 
-    def __init__(self, table: MutableMapping[str, V], hot_rows: int) -> None:
+    def __init__(
+        self,
+        table: MutableMapping[str, V],
+        hot_rows: int,
+        read: Callable[[str], V | None] | None = None,
+    ) -> None:
+        """``read``: how a row missing from the tier is read (the table's ``get``)."""
         self.table = table
+        self._read = table.get if read is None else read
         self._hot: LRUCache[str, V | _Absent] = LRUCache(hot_rows)
         self._dirty: dict[str, V | _Absent] = {}
 
@@ -49,7 +56,7 @@ class WriteBehind(MutableMapping[str, V], Generic[V]):
             return row
         if (row := self._hot.get(key, None)) is not None:
             return row
-        found = self.table.get(key)
+        found = self._read(key)
         row = ABSENT if found is None else found
         self._hot[key] = row
         return row
