@@ -104,10 +104,11 @@ def key_partition(key: str, partitions: int) -> int:
 def processing(event: EventT[Any]) -> Iterator[None]:
     """Make ``event`` faust's current event while its batch is handled.
 
-    faust writes a table row to the RocksDB partition and changelog partition of the event
-    being processed, which it finds through a context variable its stream sets per message.
-    A batch from ``take_events`` is handled outside that iteration, so each partition's
-    part of it is handled with one of its own events set here, exactly as faust would.
+    faust reads a table row from the RocksDB partition of the event being processed (and
+    ``read_row`` does too), which it finds through a context variable its stream sets per
+    message. A batch from ``take_events`` is handled outside that iteration, so each
+    partition's part of it is handled with one of its own events set here, exactly as
+    faust would.
     """
     token = _current_event.set(weakref.ref(event))
     try:
@@ -203,7 +204,7 @@ ROCKSDB_OPTIONS: dict[str, int] = {
     "write_buffer_size": 4 * 1024 * 1024,
     "max_write_buffer_number": 2,
 }
-#: Table writes allowed to wait in faust's producer buffer, per record a batch may hold.
+#: Sends allowed to wait in faust's producer buffer, per message a batch may hold.
 CHANGELOG_BUFFER_PER_RECORD = 20
 
 
@@ -244,10 +245,11 @@ class Pipeline:
             broker_credentials=faust_credentials(s),
         )
 
-        # faust stops taking input while more than `max_messages` (100) table writes wait
-        # in its producer buffer, and logs a warning each time. A batch writes hundreds of
-        # rows at once, so at 100 it stalled every few records (4,505 warnings in one bench
-        # drain of 200,000 events); the bound now scales with the batch.
+        # faust stops taking input while more than `max_messages` (100) sends wait in its
+        # producer buffer, and logs a warning each time. Table rows no longer go through it
+        # (table_writer.py), but a batch's merges, splits and dead letters still do, one
+        # record each, so the bound scales with the batch (at 100, when the rows went
+        # through it too, it stalled every few records: 4,505 warnings in one drain).
         app.producer.buffer.max_messages = max(100, CHANGELOG_BUFFER_PER_RECORD * s.batch_max)
 
         def topic(name: str, **kw: Any) -> faust.TopicT:

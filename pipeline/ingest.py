@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 EXIT_STAGE_FAILED = 70
 #: How long one flush may wait for the broker's acknowledgements before the stage fails.
 FLUSH_TIMEOUT_S = 60.0
+#: Most raw records, in KB, the consumer fetches ahead of the stage.
+PREFETCH_KB = 8192
 #: How long an idle stage waits for a first record before checking whether to stop.
 IDLE_POLL_S = 0.5
 
@@ -109,6 +111,9 @@ class Ingest:
                 "group.id": self.group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
+                # librdkafka prefetches up to 64 MB by default: RSS a worker need not hold
+                # (8 MB is seconds of raw events at the rates one worker stitches).
+                "queued.max.messages.kbytes": PREFETCH_KB,
                 "on_commit": _on_commit,
             },
         )
