@@ -93,6 +93,30 @@ def test_forget_rereads_the_table_but_keeps_the_batch_in_progress() -> None:
     assert table.rows["b"] == "mine"
 
 
+def test_flush_through_put_and_reads_through_read() -> None:
+    """How the worker uses the tier: misses read by ``read`` (straight from RocksDB), the
+    batch's rows handed to ``put`` (the table writer), removals as None; the table itself
+    is neither read nor written."""
+    table = CountingTable(a="1", gone="x")
+    below = {"a": "1", "gone": "x"}
+    asked: list[str] = []
+
+    def read(key: str) -> str | None:
+        asked.append(key)
+        return below.get(key)
+
+    tier: WriteBehind[str] = WriteBehind(table, hot_rows=10, read=read)
+    assert tier["a"] == "1"
+    assert tier.get("nope") is None
+    tier["a"] = "2"
+    del tier["gone"]
+    put: dict[str, str | None] = {}
+    assert tier.flush(put.__setitem__) == 2
+    assert put == {"a": "2", "gone": None}
+    assert asked == ["a", "nope", "gone"]  # each missing row read once, absent ones too
+    assert (table.reads, table.writes, table.deletes) == (0, 0, 0)
+
+
 def test_the_hot_tier_is_bounded() -> None:
     table = CountingTable(**{f"k{i}": str(i) for i in range(100)})
     tier: WriteBehind[str] = WriteBehind(table, hot_rows=8)

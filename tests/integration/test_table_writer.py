@@ -1,0 +1,111 @@
+"""The table writer (pipeline/table_writer.py) on a worker's own tables and the real broker:
+rows land in the partition's RocksDB and, with the same bytes, in the changelog partition;
+the persisted offset is set once acknowledged; a removal is a tombstone; and a batch whose
+records are not acknowledged raises before any offset is set."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from faust.types import TP
+
+from omnistitch.settings import WorkerSettings
+from omnistitch.topics import ensure_topics
+from pipeline.app import Pipeline
+from pipeline.table_writer import NOT_STAGED, TableWriteError, TableWriter
+
+
+def pipeline(worker_env: dict[str, str], tmp_path: Path) -> Pipeline:
+    settings = WorkerSettings.model_validate(
+        {
+            "bootstrap_servers": worker_env["OMNISTITCH_BOOTSTRAP_SERVERS"],
+            "topic_prefix": worker_env["OMNISTITCH_TOPIC_PREFIX"],
+            "app_id": worker_env["OMNISTITCH_APP_ID"],
+            "state_dir": tmp_path / "state",
+        }
+    )
+    p = Pipeline(settings)
+    ensure_topics(settings, extra=p.internal_topics())
+    return p
+
+
+def changelog(env: dict[str, str], topic: str, partition: int) -> list[tuple[bytes, bytes | None]]:
+    """Every (key, value) record of one changelog partition, in order."""
+    reader = Consumer(
+        {
+            "bootstrap.servers": env["OMNISTITCH_BOOTSTRAP_SERVERS"],
+            "group.id": "table-writer-test",
+            "enable.partition.eof": True,
+        }
+    )
+    reader.assign([TopicPartition(topic, partition, 0)])
+    out: list[tuple[bytes, bytes | None]] = []
+    try:
+        while True:
+            msg = reader.poll(10)
+            assert msg is not None, f"{topic}[{partition}] not read to its end"
+            if (err := msg.error()) is not None:
+                assert err.code() == KafkaError._PARTITION_EOF, err
+                return out
+            out.append((msg.key() or b"", msg.value()))
+    finally:
+        reader.close()
+
+
+def test_rows_reach_rocksdb_and_the_changelog_with_the_persisted_offset(
+    worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    p = pipeline(worker_env, tmp_path)
+    writer, contexts, redirects = p.writer, p.contexts, p.redirects
+    writer.put(contexts, 3, "cus_a", b'{"v":1}')
+    writer.put(contexts, 3, "cus_a", b'{"v":2}')  # the batch's last value wins
+    writer.put(contexts, 3, "cus_gone", None)
+    writer.put(redirects, 3, "cus_b", "cus_a 7")  # a str-valued table: faust's bytes
+    # Staged rows are visible to the batch before they are written (a removal as None).
+    assert writer.staged(contexts, 3, "cus_a") == b'{"v":2}'
+    assert writer.staged(contexts, 3, "cus_gone") is None
+    assert writer.staged(contexts, 2, "cus_a") is NOT_STAGED
+    assert writer.write(3) == 3
+    assert writer.staged(contexts, 3, "cus_a") is NOT_STAGED
+    asyncio.run(writer.commit())
+
+    db = contexts.data._db_for_partition(3)  # type: ignore[attr-defined]
+    assert db.get(b"cus_a") == b'{"v":2}'
+    assert db.get(b"cus_gone") is None
+    assert redirects.data._db_for_partition(3).get(b"cus_b") == b"cus_a 7"  # type: ignore[attr-defined]
+    view = contexts.changelog_topic.get_topic_name()
+    assert view == worker_env["OMNISTITCH_TOPIC_PREFIX"] + "customer.context"
+    assert sorted(changelog(worker_env, view, 3)) == [(b"cus_a", b'{"v":2}'), (b"cus_gone", None)]
+    assert contexts.data.persisted_offset(TP(view, 3)) == 1  # type: ignore[attr-defined]
+    moved = redirects.changelog_topic.get_topic_name()
+    assert changelog(worker_env, moved, 3) == [(b"cus_b", b"cus_a 7")]
+    assert redirects.data.persisted_offset(TP(moved, 3)) == 0  # type: ignore[attr-defined]
+
+
+def test_unacknowledged_records_raise_and_set_no_offset(
+    worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    p = pipeline(worker_env, tmp_path)
+    unreachable = TableWriter(
+        lambda: Producer(
+            {"bootstrap.servers": "127.0.0.1:1", "message.timeout.ms": 500, "acks": "all"}
+        )
+    )
+    unreachable.put(p.contexts, 1, "cus_a", b"{}")
+    unreachable.write(1)
+    with pytest.raises(TableWriteError, match=r"delivery errors: \[.\S"):
+        asyncio.run(unreachable.commit())
+    view = p.contexts.changelog_topic.get_topic_name()
+    assert p.contexts.data.persisted_offset(TP(view, 1)) is None  # type: ignore[attr-defined]
+
+
+def test_a_commit_with_rows_staged_but_never_written_is_a_bug(
+    worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    p = pipeline(worker_env, tmp_path)
+    p.writer.put(p.contexts, 0, "cus_a", b"{}")
+    with pytest.raises(RuntimeError, match="staged but never written"):
+        asyncio.run(p.writer.commit())
