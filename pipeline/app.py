@@ -287,7 +287,7 @@ class Pipeline:
         # on the event loop, and a commit waits for its own stage's records only).
         producer = partial(Producer, durable_producer_config(s))
         self.identity_writer = TableWriter(producer)
-        self.writer = TableWriter(producer)
+        self.context_writer = TableWriter(producer)
         # Identity tables: written only by the identity stage, on the tenant's partition.
         self.identity_tables = IdentityTables(
             owners=table("identity-owners", str),
@@ -374,7 +374,7 @@ class Pipeline:
 
     def warm(self) -> None:
         """Connect the table writers' producers now, so that no batch waits for it."""
-        for writer in (self.identity_writer, self.writer):
+        for writer in (self.identity_writer, self.context_writer):
             writer.producer.list_topics(timeout=10)
 
     @property
@@ -569,7 +569,7 @@ class Pipeline:
             if self._triggers_sent:  # before the contexts that record them (see below)
                 await self.app.producer.flush()
                 self._triggers_sent = False
-            await self.writer.commit()
+            await self.context_writer.commit()
             await out.send(self.ops_topic)
 
     # -- the context store (pipeline.context_ops.ContextStore) --------------------------
@@ -580,7 +580,7 @@ class Pipeline:
         cached = self.context_cache.get(cid)
         if cached is not None:
             return cached
-        raw = self.writer.staged(self.contexts, self._partition, cid)
+        raw = self.context_writer.staged(self.contexts, self._partition, cid)
         if raw is NOT_STAGED:
             raw = self.contexts.get(cid)
         if not isinstance(raw, bytes):  # never stored, or removed in this batch
@@ -592,7 +592,7 @@ class Pipeline:
         """Forget a customer's context; removing its row tombstones it on the view."""
         self._unwritten.pop(cid, None)
         self.context_cache.pop(cid, None)
-        self.writer.put(self.contexts, self._partition, cid, None)
+        self.context_writer.put(self.contexts, self._partition, cid, None)
         self.schedule_tier.pop(cid, None)
 
     def store(
@@ -651,11 +651,13 @@ class Pipeline:
             if changed:
                 ctx = ctx.model_copy(update={"updated_at": now})
             # the row's changelog record *is* the view (customer.context)
-            self.writer.put(self.contexts, self._partition, cid, ctx.model_dump_json().encode())
+            self.context_writer.put(
+                self.contexts, self._partition, cid, ctx.model_dump_json().encode()
+            )
             self.context_cache[cid] = ctx
         for tier in self.context_tiers:
-            tier.flush(partial(self.writer.put, cast(Table, tier.table), self._partition))
-        self.writer.write(self._partition)
+            tier.flush(partial(self.context_writer.put, cast(Table, tier.table), self._partition))
+        self.context_writer.write(self._partition)
 
     async def _tick_due(self) -> None:
         """Timer: ask the context stage to fire the triggers that fell due.

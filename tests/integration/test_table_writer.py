@@ -59,7 +59,7 @@ def test_rows_reach_rocksdb_and_the_changelog_with_the_persisted_offset(
     worker_env: dict[str, str], tmp_path: Path
 ) -> None:
     p = pipeline(worker_env, tmp_path)
-    writer, contexts, redirects = p.writer, p.contexts, p.redirects
+    writer, contexts, redirects = p.context_writer, p.contexts, p.redirects
     writer.put(contexts, 3, "cus_a", b'{"v":1}')
     writer.put(contexts, 3, "cus_a", b'{"v":2}')  # the batch's last value wins
     writer.put(contexts, 3, "cus_gone", None)
@@ -106,6 +106,6 @@ def test_a_commit_with_rows_staged_but_never_written_is_a_bug(
     worker_env: dict[str, str], tmp_path: Path
 ) -> None:
     p = pipeline(worker_env, tmp_path)
-    p.writer.put(p.contexts, 0, "cus_a", b"{}")
+    p.context_writer.put(p.contexts, 0, "cus_a", b"{}")
     with pytest.raises(RuntimeError, match="staged but never written"):
-        asyncio.run(p.writer.commit())
+        asyncio.run(p.context_writer.commit())
