@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, Producer
 
 from omnistitch.bench_domain import DomainFigures, run_domain
 from omnistitch.cli import KAFKA_LAUNCHER
@@ -478,7 +478,13 @@ def measure_latency(
             msg = consumer.poll(0.05)
             if msg is None or msg.error() or not msg.value():
                 continue
-            now = time.monotonic()
+            # When the worker published it: the record's CreateTime, stamped by the worker's
+            # producer. Not when this reader got to it: parsing every published context in
+            # this process (with the offering loop beside it) falls behind at 1,000 ev/s and
+            # would add its own queue to every sample (p50 3 s where the worker had
+            # published within a few hundred ms).
+            kind, stamp = msg.timestamp()
+            now = stamp / 1000.0 if kind == TIMESTAMP_CREATE_TIME else time.time()
             # The offered events are the newest of their customer's timeline, and one
             # published context can carry several of them (the context stage writes a
             # customer once per batch): every one not seen before arrived now.
@@ -501,7 +507,7 @@ def measure_latency(
         event = make(i)
         key = event.identifiers[0].key.encode()
         producer.produce(prefix + RAW_EVENTS, key=key, value=event.model_dump_json().encode())
-        sent[event.event_id] = time.monotonic()
+        sent[event.event_id] = time.time()  # wall clock, as the published records' stamps
         producer.poll(0)
     producer.flush(30)
     deadline = time.monotonic() + 30

@@ -139,6 +139,14 @@ class WorkerSettings(KafkaSettings):
         description="Longest the consumer holds a broker's next fetch while fetched records "
         "wait (aiokafka's prefetch_backoff, 0.1 s by default): bounds the latency per hop.",
     )
+    fetch_max_wait_s: float = Field(
+        default=0.02,
+        gt=0,
+        le=5.0,
+        description="Longest the broker holds the worker's fetch request for data (faust "
+        "sets 1.5 s): a record on a partition left out of the request in flight waits that "
+        "long (pipeline/fetch_backoff.py).",
+    )
     batch_max: int = Field(
         default=500,
         ge=1,

@@ -11,9 +11,9 @@ about two rows per event. :class:`TableWriter` does the same three steps per sta
    that partition's RocksDB in one ``WriteBatch`` and produces their changelog records
    with confluent-kafka (idempotent, ``acks=all``), the same key and value bytes faust
    would have stored and sent;
-3. :meth:`commit` (before the stage sends anything on and acks its input) flushes the
-   producer, raises if any record was not acknowledged, and then sets each partition's
-   persisted changelog offset once.
+3. :meth:`commit` (where faust flushes its own producer, right before it commits the
+   stages' input offsets) flushes the producer, raises if any record was not
+   acknowledged, and then sets each partition's persisted changelog offset once.
 
 A crash before 3 leaves RocksDB ahead of the changelogs, exactly as faust can; the worker
 then wipes local state on its next start (an unclean stop, ``pipeline/state_dir.py``) and
@@ -81,8 +81,11 @@ class TableWriter:
         self._producer_factory = producer
         self._producer: Producer | None = None
         self._staged: dict[tuple[Table, int], dict[bytes, bytes | None]] = {}
+        # Filled by delivery reports (on whichever thread serves them), never replaced: a
+        # report that comes late still lands. A delivery error is fatal to the worker.
         self._ends: dict[tuple[Table, int], int] = {}
         self._errors: list[str] = []
+        self._persisted: dict[tuple[Table, int], int] = {}
 
     @property
     def producer(self) -> Producer:
@@ -125,23 +128,27 @@ class TableWriter:
         return written
 
     async def commit(self) -> None:
-        """Every record produced since the last commit acknowledged (or raise), then each
-        partition's persisted changelog offset set, as faust sets it per acknowledged row."""
-        if self._staged:
-            raise RuntimeError(f"rows staged but never written: {list(self._staged)}")
-        if not self._ends and self._producer is None:
+        """Every record produced so far acknowledged (or raise), then the persisted
+        changelog offset of each partition they reached set, as faust sets it per row.
+
+        Called where faust flushes its own producer, right before it commits the input
+        offsets (``Pipeline`` hooks it there), not per batch: rows of a batch still in
+        hand may be staged meanwhile, and are flushed by a later commit, before their
+        batch's offsets are."""
+        if self._producer is None:
             return
-        unsent = await asyncio.to_thread(self.producer.flush, FLUSH_TIMEOUT_S)
-        errors, self._errors = self._errors, []
-        ends, self._ends = self._ends, {}
-        if unsent or errors:
+        unsent = await asyncio.to_thread(self._producer.flush, FLUSH_TIMEOUT_S)
+        if unsent or self._errors:
             raise TableWriteError(
                 f"{unsent} changelog record(s) unacknowledged after {FLUSH_TIMEOUT_S:.0f}s; "
-                f"delivery errors: {errors[:3]}"
+                f"delivery errors: {self._errors[:3]}"
             )
-        for (table, partition), offset in ends.items():
-            topic = table.changelog_topic.get_topic_name()
-            _store(table).set_persisted_offset(TP(topic, partition), offset)
+        for slot, offset in list(self._ends.items()):
+            if self._persisted.get(slot) != offset:
+                table, partition = slot
+                topic = table.changelog_topic.get_topic_name()
+                _store(table).set_persisted_offset(TP(topic, partition), offset)
+                self._persisted[slot] = offset
 
     # -- producing ---------------------------------------------------------------------------
     def _delivered(self, slot: tuple[Table, int]) -> Callable[[KafkaError | None, Message], None]:

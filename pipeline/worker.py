@@ -38,7 +38,8 @@ def run(settings: WorkerSettings, rules: Rules) -> None:
     ingest stage runs on a thread too (pipeline/ingest.py); faust runs the others.
     """
     prepare(settings.state_dir)  # local state is trusted only after a clean stop
-    limit_fetch_backoff(settings.fetch_backoff_s)  # before faust creates its consumer
+    # before faust creates its consumer
+    limit_fetch_backoff(settings.fetch_backoff_s, settings.fetch_max_wait_s)
     monitor = own_lag_monitor(settings)
     pipeline = build(settings, rules, broker_ok=monitor.healthy)
     instrument(pipeline, monitor)

@@ -29,9 +29,15 @@ def test_fetchers_created_afterwards_hold_fetches_at_most_the_limit() -> None:
     original = fetcher.Fetcher.__init__
     try:
         assert asyncio.run(_new_fetcher())._prefetch_backoff == pytest.approx(0.1)
+        assert asyncio.run(_new_fetcher())._fetch_max_wait_ms == 500
         limit_fetch_backoff(0.005)
-        limit_fetch_backoff(0.004)  # applying it again replaces the value, never stacks
-        assert asyncio.run(_new_fetcher())._prefetch_backoff == pytest.approx(0.004)
+        limit_fetch_backoff(0.004, 0.03)  # applying it again replaces the values
+        made = asyncio.run(_new_fetcher())
+        assert made._prefetch_backoff == pytest.approx(0.004)
+        # faust passes 1,500 ms itself: the limit wins over the caller's value
+        assert made._fetch_max_wait_ms == 30
+        explicit = fetcher.Fetcher.__init__
+        assert explicit.__wrapped__ is original
     finally:
         fetcher.Fetcher.__init__ = original
 
@@ -39,3 +45,5 @@ def test_fetchers_created_afterwards_hold_fetches_at_most_the_limit() -> None:
 def test_a_nonsense_backoff_fails_at_start_up() -> None:
     with pytest.raises(ValueError, match="positive"):
         limit_fetch_backoff(0)
+    with pytest.raises(ValueError, match="positive"):
+        limit_fetch_backoff(0.005, 0)

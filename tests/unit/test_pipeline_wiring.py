@@ -30,6 +30,12 @@ def test_customer_context_is_the_contexts_changelog_without_acks() -> None:
     assert changelog.acks is False
 
 
+def test_a_stage_stream_buffers_a_few_batches_of_records_not_faust_s_4096() -> None:
+    # each record is a batch record of up to batch_max messages (~250 KB at 500)
+    assert pipeline(batch_records=8).app.conf.stream_buffer_maxsize == 32
+    assert pipeline(batch_records=1).app.conf.stream_buffer_maxsize == 4
+
+
 def test_the_producer_buffer_holds_a_batch_of_table_writes() -> None:
     assert pipeline(batch_max=500).app.producer.buffer.max_messages == 10_000
     assert pipeline(batch_max=1).app.producer.buffer.max_messages == 100
