@@ -93,6 +93,12 @@ class TableWriter:
             self._producer = self._producer_factory()  # never connects
         return self._producer
 
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Flush what is in flight (bounded) and release the producer and its connections."""
+        if self._producer is not None:
+            self._producer.flush(timeout_s)
+            self._producer = None
+
     def put(self, table: Table, partition: int, key: str, value: bytes | str | None) -> None:
         """Stage ``key`` of ``table`` (on ``partition``) to be ``value``, or removed (None)."""
         store = _store(table)

@@ -6,6 +6,7 @@ records are not acknowledged raises before any offset is set."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,11 @@ from pipeline.app import Pipeline
 from pipeline.table_writer import NOT_STAGED, TableWriteError, TableWriter
 
 
-def pipeline(worker_env: dict[str, str], tmp_path: Path) -> Pipeline:
+@pytest.fixture
+def pipeline(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Pipeline]:
+    """A worker's pipeline, not run: its tables and writers, on the test broker. Its
+    producers are closed after the test (an open one logs connection errors once the
+    session's broker stops)."""
     settings = WorkerSettings.model_validate(
         {
             "bootstrap_servers": worker_env["OMNISTITCH_BOOTSTRAP_SERVERS"],
@@ -29,7 +34,9 @@ def pipeline(worker_env: dict[str, str], tmp_path: Path) -> Pipeline:
     )
     p = Pipeline(settings)
     ensure_topics(settings, extra=p.internal_topics())
-    return p
+    yield p
+    for writer in (p.identity_writer, p.context_writer):
+        writer.close()
 
 
 async def faust_flush(p: Pipeline) -> None:
@@ -65,9 +72,9 @@ def changelog(env: dict[str, str], topic: str, partition: int) -> list[tuple[byt
 
 
 def test_rows_reach_rocksdb_and_the_changelog_with_the_persisted_offset(
-    worker_env: dict[str, str], tmp_path: Path
+    worker_env: dict[str, str], pipeline: Pipeline
 ) -> None:
-    p = pipeline(worker_env, tmp_path)
+    p = pipeline
     writer, contexts, redirects = p.context_writer, p.contexts, p.redirects
     writer.put(contexts, 3, "cus_a", b'{"v":1}')
     writer.put(contexts, 3, "cus_a", b'{"v":2}')  # the batch's last value wins
@@ -94,10 +101,8 @@ def test_rows_reach_rocksdb_and_the_changelog_with_the_persisted_offset(
     assert redirects.data.persisted_offset(TP(moved, 3)) == 0  # type: ignore[attr-defined]
 
 
-def test_unacknowledged_records_raise_and_set_no_offset(
-    worker_env: dict[str, str], tmp_path: Path
-) -> None:
-    p = pipeline(worker_env, tmp_path)
+def test_unacknowledged_records_raise_and_set_no_offset(pipeline: Pipeline) -> None:
+    p = pipeline
     unreachable = TableWriter(
         lambda: Producer(
             {"bootstrap.servers": "127.0.0.1:1", "message.timeout.ms": 500, "acks": "all"}
@@ -109,14 +114,13 @@ def test_unacknowledged_records_raise_and_set_no_offset(
         asyncio.run(unreachable.commit())
     view = p.contexts.changelog_topic.get_topic_name()
     assert p.contexts.data.persisted_offset(TP(view, 1)) is None  # type: ignore[attr-defined]
+    unreachable.close(0)
 
 
-def test_a_commit_leaves_rows_of_the_batch_in_hand_for_the_next(
-    worker_env: dict[str, str], tmp_path: Path
-) -> None:
+def test_a_commit_leaves_rows_of_the_batch_in_hand_for_the_next(pipeline: Pipeline) -> None:
     """faust commits on its own schedule, in the middle of a stage batch: what is staged
     and not yet written belongs to a batch not yet acked, and waits for a later commit."""
-    p = pipeline(worker_env, tmp_path)
+    p = pipeline
     writer, view = p.context_writer, p.contexts.changelog_topic.get_topic_name()
     writer.put(p.contexts, 0, "cus_a", b"{}")
     asyncio.run(writer.commit())
