@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache, partial
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import faust
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
@@ -156,6 +156,14 @@ class _Unwritten:
     published: bool
 
 
+def stage_failed(stage: str) -> NoReturn:
+    """End the worker at once, without committing, after ``stage`` met an unexpected error
+    (call it from the ``except`` block: the traceback is logged)."""
+    log.critical("stage %s failed; exiting without committing", stage, exc_info=True)
+    logging.shutdown()
+    os._exit(EXIT_STAGE_FAILED)
+
+
 def _fail_fast(stage: str, fun: Stage) -> Stage:
     """Wrap a stage so that an unexpected error ends the process at once.
 
@@ -171,9 +179,7 @@ def _fail_fast(stage: str, fun: Stage) -> Stage:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.critical("stage %s failed; exiting without committing", stage, exc_info=True)
-            logging.shutdown()
-            os._exit(EXIT_STAGE_FAILED)
+            stage_failed(stage)
 
     guarded.__name__ = guarded.__qualname__ = stage
     return guarded

@@ -29,7 +29,6 @@ and resumes from the last committed batch, and a crash loop shows as lag on the 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -40,6 +39,7 @@ from omnistitch.kafka_client import client_config, durable_producer_config
 from omnistitch.settings import WorkerSettings
 from omnistitch.topics import RAW_EVENTS, RAW_EVENTS_DLQ, ingest_group, internal_topic
 from pipeline import metrics as m
+from pipeline.app import stage_failed
 from pipeline.dead_letter import letter
 from pipeline.intake import Rejected, intake
 from pipeline.ops import batch_records
@@ -47,8 +47,6 @@ from pipeline.rules import Rules
 
 log = logging.getLogger(__name__)
 
-#: Exit status of a worker whose stage failed (EX_SOFTWARE), as pipeline.app's stages.
-EXIT_STAGE_FAILED = 70
 #: How long one flush may wait for the broker's acknowledgements before the stage fails.
 FLUSH_TIMEOUT_S = 60.0
 #: Most raw records, in KB, the consumer fetches ahead of the stage.
@@ -99,9 +97,7 @@ class Ingest:
             finally:
                 consumer.close()  # leaves the group at once: its partitions move now
         except Exception:
-            log.critical("stage ingest failed; exiting without committing", exc_info=True)
-            logging.shutdown()
-            os._exit(EXIT_STAGE_FAILED)
+            stage_failed("ingest")
 
     # -- the batch --------------------------------------------------------------------------
     def consumer_config(self) -> dict[str, Any]:
