@@ -23,11 +23,10 @@ from pipeline.context_ops import ContextOps, resolve_ops
 from pipeline.context_policy import ContextPolicy
 from pipeline.gc_policy import tune
 from pipeline.identity import IdentityEngine, IdentityTables, Observation
-from pipeline.intake import Unusable, resolve_request
+from pipeline.intake import Rejected, intake
 from pipeline.ops import ResolveRequest, batch_records, customer_ops, identity_requests
 from pipeline.rules import Rules
 from schemas.context import CustomerContext
-from schemas.events import RawEvent
 
 #: The stages timed, in the order an event meets them.
 STAGES = (
@@ -95,12 +94,11 @@ def run_domain(
         t = clock()
         requests = []
         for offset, (_key, value) in enumerate(records[first : first + batch], first):
-            event = RawEvent.model_validate_json(value)
-            request = resolve_request(event, rules, topic="raw", partition=0, offset=offset)
-            if isinstance(request, Unusable):
+            outcome = intake(value, rules, topic="raw", partition=0, offset=offset)
+            if isinstance(outcome, Rejected):
                 unresolved += 1
             else:
-                requests.append(request.model_dump_json().encode())
+                requests.append(outcome[1].model_dump_json().encode())
         log = list(batch_records(requests, "requests"))
         t = _lap(spent, "ingest", t)
         decoded = [r for record in log for r in identity_requests(record)]

@@ -32,7 +32,7 @@ import rocksdict
 from confluent_kafka import KafkaError, Message, Producer
 from faust.stores.rocksdb import Store
 from faust.streams import current_event
-from faust.types import TP, EventT
+from faust.types import TP
 
 #: How long one commit may wait for the broker's acknowledgements.
 FLUSH_TIMEOUT_S = 60.0
@@ -43,11 +43,11 @@ def read_row(table: Table, key: str) -> Any:
     RocksDB of the event's partition, which is where faust's own read goes; elsewhere (the
     API) through the table. faust's path costs ~10 µs a read in sensors, managed-dict
     hooks and a ``key_may_exist`` check before the get."""
-    if current_event() is None:
+    event = current_event()
+    if event is None:
         return table.get(key)
     store = _store(table)
-    partition = cast(EventT[Any], current_event()).message.partition
-    raw = store._db_for_partition(partition).get(store._encode_key(key))
+    raw = store._db_for_partition(event.message.partition).get(store._encode_key(key))
     return None if raw is None else store._decode_value(raw)
 
 
