@@ -98,7 +98,7 @@ def run_domain(
             if isinstance(outcome, Rejected):
                 unresolved += 1
             else:
-                requests.append(outcome[1].model_dump_json().encode())
+                requests.append(outcome[1].encode())
         log = list(batch_records(requests, "requests"))
         t = _lap(spent, "ingest", t)
         decoded = [r for record in log for r in identity_requests(record)]
@@ -107,9 +107,9 @@ def run_domain(
         for index, req in enumerate(decoded):
             if not isinstance(req, ResolveRequest):  # the bench sends only events
                 continue
-            decision = engine.resolve(Observation(req.event.identifiers, req.evidence))
+            decision = engine.resolve(Observation(req.identifiers, req.evidence))
             unresolved += decision.customer_id is None
-            for op in resolve_ops(req.event, decision, (first + index) * 2):
+            for op in resolve_ops(req, decision, (first + index) * 2):
                 out.add(op)
         t = _lap(spent, "identity resolve", t)
         # The context stage's own sends (absorbs, restores) go round again, as they do

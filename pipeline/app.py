@@ -49,7 +49,7 @@ from omnistitch.topics import (
 )
 from pipeline import metrics as m
 from pipeline import triggers
-from pipeline.context_ops import ContextOps, erase_ops, resolve_ops, split_ops
+from pipeline.context_ops import ContextOps, Sent, erase_ops, resolve_ops, split_ops
 from pipeline.context_policy import ContextPolicy, load_context_policy
 from pipeline.dead_letter import dead_letter
 from pipeline.identity import (
@@ -67,6 +67,7 @@ from pipeline.ops import (
     TickOp,
     batch_records,
     customer_ops,
+    encode_op,
     identity_requests,
 )
 from pipeline.rocksdb_memory import STORE_URL, RocksDBMemory
@@ -136,9 +137,9 @@ class Outbox:
         self.partitions = partitions
         self.ops: dict[int, list[bytes]] = {}
 
-    def add(self, op: AnyCustomerOp) -> None:
+    def add(self, op: Sent) -> None:
         partition = key_partition(op.customer_id, self.partitions)
-        self.ops.setdefault(partition, []).append(op.model_dump_json().encode())
+        self.ops.setdefault(partition, []).append(encode_op(op))
 
     async def send(self, topic: faust.TopicT) -> None:
         ops, self.ops = self.ops, {}
@@ -444,7 +445,7 @@ class Pipeline:
         async for events in cast(Any, stream).take_events(s.batch_records, s.batch_wait_s):
             yield by_partition(events)
 
-    async def send_request(self, request: ResolveRequest | SplitRequest | EraseRequest) -> None:
+    async def send_request(self, request: SplitRequest | EraseRequest) -> None:
         """Append one request to the tenant's identity log (the API's split and erase)."""
         body = request.model_dump_json().encode()
         await self.requests_topic.send(key=self.settings.tenant, value=body)
@@ -471,36 +472,36 @@ class Pipeline:
 
     async def _identity_record(self, item: EventT[Any], out: Outbox) -> None:
         msg = item.message
-        for index, request in enumerate(identity_requests(cast(bytes, item.value))):
-            m.IDENTITY_MESSAGES.inc()
+        requests = identity_requests(cast(bytes, item.value))
+        event_time = self.identity_position.event_time
+        for index, request in enumerate(requests):
             if isinstance(request, ResolveRequest):
                 await self._resolve(request, _order(msg.offset, index, 0), out)
+                event_time = request.evidence.occurred_at
             elif isinstance(request, SplitRequest):
                 await self._split(request, _order(msg.offset, index, 1), out)
             else:
                 await self._erase(request, out)
-            event_time = request.event.occurred_at if isinstance(request, ResolveRequest) else None
-            self.identity_position = Freshness(
-                partition=msg.partition,
-                offset=msg.offset,
-                event_time=event_time or self.identity_position.event_time,
-            )
+        m.IDENTITY_MESSAGES.inc(len(requests))
+        self.identity_position = Freshness(
+            partition=msg.partition, offset=msg.offset, event_time=event_time
+        )
 
     async def _resolve(self, request: ResolveRequest, decided_at: int, out: Outbox) -> None:
-        event = request.event
-        decision = self.engine.resolve(Observation(event.identifiers, request.evidence))
+        event = request.evidence  # what the stage knows of the event besides its identifiers
+        decision = self.engine.resolve(Observation(request.identifiers, request.evidence))
         m.SUPPRESSED.inc(decision.suppressed)
         for rejected in decision.rejected:
             m.REJECTED_LINKS.labels(rejected.reason).inc()
         m.QUARANTINES.inc(len(decision.quarantined))
         if decision.customer_id is None:
-            if decision.suppressed < len(event.identifiers):
+            if decision.suppressed < len(request.identifiers):
                 await dead_letter(
                     self.dlq_topic,
                     "only_quarantined_identifiers",
                     "every usable identifier is a quarantined hub",
                     event.event_id.encode(),
-                    event.model_dump_json().encode(),  # `dlq replay` can re-send it
+                    request.event,  # the raw event, as received: `dlq replay` can re-send it
                     stage="identity",
                 )
             return  # an erased person's event: dropped, never re-stored
@@ -521,7 +522,7 @@ class Pipeline:
                 evidence=request.evidence,
             )
             await self.merges_topic.send(key=merge.from_id, value=record.model_dump_json().encode())
-        for op in resolve_ops(event, decision, decided_at):
+        for op in resolve_ops(request, decision, decided_at):
             out.add(op)
         for undone in decision.splits:
             log.info(

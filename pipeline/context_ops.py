@@ -21,20 +21,23 @@ from pipeline.ops import (
     AbsorbOp,
     AnyCustomerOp,
     EraseOp,
+    EventForward,
     EventOp,
     MergeOp,
     RedirectOp,
+    ResolveRequest,
     RestoreOp,
     SplitOp,
     TickOp,
 )
 from schemas.context import CustomerContext
-from schemas.events import RawEvent
 
 #: ``redirects`` value of an erased customer id: ops that still reach it are dropped.
 ERASED = "!erased"
 
 Send = Callable[[AnyCustomerOp], None]
+#: What the identity stage sends: ops, and events passed on as bytes (decoded as ``EventOp``).
+Sent = AnyCustomerOp | EventForward
 
 
 # -- the identity stage's side: decisions -> ops, in the order they must be applied --------
@@ -57,24 +60,23 @@ def split_ops(split: SplitDecision, decided_at: int) -> list[AnyCustomerOp]:
     return ops
 
 
-def resolve_ops(event: RawEvent, decision: Decision, decided_at: int) -> list[AnyCustomerOp]:
+def resolve_ops(request: ResolveRequest, decision: Decision, decided_at: int) -> list[Sent]:
     """A resolved event's ops: each merge (to the merged-away customer), then the event
     (to its customer, with only the identifiers the engine accepted), then the un-merges a
     hub quarantine caused (positioned just after the event)."""
     if decision.customer_id is None:
         return []
-    ops: list[AnyCustomerOp] = [
+    ops: list[Sent] = [
         MergeOp(
             customer_id=merge.from_id,
             into_id=merge.into_id,
-            event_id=event.event_id,
+            event_id=request.event_id,
             decided_at=decided_at,
         )
         for merge in decision.merges
     ]
-    accepted = [i for i in event.identifiers if i.key in decision.accepted]
-    resolved = event.model_copy(update={"identifiers": accepted})
-    ops.append(EventOp(customer_id=decision.customer_id, event=resolved))
+    accepted = [i for i in request.identifiers if i.key in decision.accepted]
+    ops.append(EventForward(decision.customer_id, accepted, request.event))
     for undone in decision.splits:
         ops.extend(split_ops(undone, decided_at + 1))
     return ops

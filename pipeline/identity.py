@@ -30,11 +30,12 @@ weakest identifier is the one dropped from the match):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import logging
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -60,6 +61,9 @@ REJECTED_KEEP = 200
 LAST_SEEN_RESOLUTION = timedelta(hours=1)
 
 log = logging.getLogger(__name__)
+
+#: Every identifier of every event is checked against erasures by its hash (a SHA-256).
+_suppression_hash = functools.lru_cache(maxsize=1 << 16)(suppression_hash)
 
 
 def mint_customer_id(event_id: str, occurred_at: datetime) -> str:
@@ -184,37 +188,53 @@ class IdentityError(LookupError):
     """An operator request that names something that does not exist."""
 
 
-@dataclass
 class _Union:
-    """The identifiers of the customers (and new identifiers) an event has accepted so far."""
+    """The identifiers of the customers (and new identifiers) an event has accepted so far,
+    with how many of each type count against its limit (those seen within its window)."""
 
-    rules: Rules
-    at: datetime
-    keys: dict[str, datetime] = field(default_factory=dict)  # key -> last seen
-    verified: bool = False
+    def __init__(self, rules: Rules, at: datetime) -> None:
+        self.rules, self.at = rules, at
+        self.keys: dict[str, datetime] = {}  # key -> last seen
+        self.verified = False
+        self._counted: dict[str, int] = {}  # type -> keys that count against its limit
+        self._horizons: dict[str, datetime | None] = {}
 
-    def _count(self, id_type: str, rule: TypeRule, keys: Iterable[tuple[str, datetime]]) -> int:
-        horizon = None
-        if rule.limit_window_days is not None:
-            horizon = self.at - timedelta(days=rule.limit_window_days)
-        return sum(
-            1
-            for k, seen in keys
-            if identifier_type(k) == id_type and (horizon is None or seen >= horizon)
-        )
+    def _horizon(self, id_type: str) -> datetime | None:
+        """The oldest last-seen that still counts against the type's limit (None: all)."""
+        if id_type not in self._horizons:
+            rule = self.rules.rule(id_type)
+            days = None if rule is None else rule.limit_window_days
+            self._horizons[id_type] = None if days is None else self.at - timedelta(days=days)
+        return self._horizons[id_type]
+
+    def _counts(self, id_type: str, seen: datetime | None) -> int:
+        if seen is None:
+            return 0
+        horizon = self._horizon(id_type)
+        return int(horizon is None or seen >= horizon)
+
+    def _deltas(self, extra: dict[str, datetime]) -> dict[str, int]:
+        """How adding ``extra`` changes each of its types' counts."""
+        deltas: dict[str, int] = {}
+        for key, seen in extra.items():
+            id_type = identifier_type(key)
+            change = self._counts(id_type, seen) - self._counts(id_type, self.keys.get(key))
+            deltas[id_type] = deltas.get(id_type, 0) + change
+        return deltas
 
     def exceeds(self, extra: dict[str, datetime]) -> str | None:
         """The type whose limit adding ``extra`` would break, if any."""
-        merged = {**self.keys, **extra}
-        for id_type in {identifier_type(k) for k in extra}:
+        for id_type, change in self._deltas(extra).items():
             rule = self.rules.rule(id_type)
             if rule is None or rule.limit is None:
                 continue
-            if self._count(id_type, rule, merged.items()) > rule.limit:
+            if self._counted.get(id_type, 0) + change > rule.limit:
                 return id_type
         return None
 
     def add(self, keys: dict[str, datetime], verified: bool) -> None:
+        for id_type, change in self._deltas(keys).items():
+            self._counted[id_type] = self._counted.get(id_type, 0) + change
         self.keys.update(keys)
         self.verified = self.verified or verified
 
@@ -222,9 +242,14 @@ class _Union:
 class IdentityEngine:
     """Resolves events to customers under the identity rules; splits and erases on request."""
 
-    def __init__(self, rules: Rules, tables: IdentityTables) -> None:
+    def __init__(self, rules: Rules, tables: IdentityTables, parsed_nodes: int = 50_000) -> None:
         self.rules = rules
         self.t = tables
+        # Parsed nodes of recently resolved customers, each with the very bytes object it
+        # was parsed from (or serialised to): valid while the table still holds that
+        # object, so a row rewritten, recovered or removed underneath is parsed again.
+        self._parsed: dict[str, tuple[bytes, CustomerNode]] = {}
+        self._parsed_max = parsed_nodes
 
     # -- reading --------------------------------------------------------------------------
     def find(self, customer_id: str, *, compress: bool = True) -> str:
@@ -250,6 +275,30 @@ class IdentityEngine:
     def node(self, root: str) -> CustomerNode | None:
         raw = self.t.nodes.get(root)
         return None if raw is None else CustomerNode.model_validate_json(raw)
+
+    def _node_to_change(self, root: str) -> CustomerNode | None:
+        """``node(root)`` for ``resolve``, from the parsed cache when the row is unchanged.
+        The node returned may be changed in place only if it is then stored (``_store``)."""
+        raw = self.t.nodes.get(root)
+        if raw is None:
+            return None
+        hit = self._parsed.pop(root, None)
+        node = (
+            hit[1] if hit is not None and hit[0] is raw else CustomerNode.model_validate_json(raw)
+        )
+        self._remember(root, raw, node)
+        return node
+
+    def _store(self, root: str, node: CustomerNode) -> None:
+        raw = node.model_dump_json().encode()
+        self.t.nodes[root] = raw
+        self._parsed.pop(root, None)
+        self._remember(root, raw, node)
+
+    def _remember(self, root: str, raw: bytes, node: CustomerNode) -> None:
+        self._parsed[root] = (raw, node)  # newest last: the oldest goes first
+        if len(self._parsed) > self._parsed_max:
+            del self._parsed[next(iter(self._parsed))]
 
     def hub(self, key: str) -> HubState | None:
         raw = self.t.hubs.get(key)
@@ -307,68 +356,67 @@ class IdentityEngine:
         the same customer id with no merges, which at-least-once delivery needs.
         """
         at = obs.occurred_at
-        usable = [i for i in obs.identifiers if suppression_hash(i.key) not in self.t.suppressed]
-        suppressed = len(obs.identifiers) - len(usable)
+        keyed = [(i, i.key) for i in obs.identifiers]
+        usable = [(i, k) for i, k in keyed if _suppression_hash(k) not in self.t.suppressed]
+        suppressed = len(keyed) - len(usable)
         rejected: list[RejectedLink] = []
         presented_hubs: list[str] = []
-        candidates: list[tuple[Identifier, TypeRule]] = []
-        for ident in usable:
+        candidates: list[tuple[Identifier, str, TypeRule]] = []
+        for ident, key in usable:
             rule = self.rules.rule(ident.type)
             if rule is None:
                 continue  # ingest already dropped unknown types; rules may have changed since
-            hub = self.hub(ident.key)
+            hub = self.hub(key)
             if hub is not None and hub.quarantined_at is not None:
-                presented_hubs.append(ident.key)
-                owner = self.lookup(ident.key)
-                rejected.append(
-                    self._reject(ident.key, "quarantined", "hub identifier", owner, obs)
-                )
+                presented_hubs.append(key)
+                owner = self.lookup(key)
+                rejected.append(self._reject(key, "quarantined", "hub identifier", owner, obs))
                 continue
-            candidates.append((ident, rule))
+            candidates.append((ident, key, rule))
         if not candidates:
             return Decision(None, rejected=tuple(rejected), suppressed=suppressed)
 
-        candidates.sort(key=lambda c: (c[1].priority, c[0].key))
+        candidates.sort(key=lambda c: (c[2].priority, c[1]))
         union = _Union(self.rules, at)
         roots: list[str] = []
         nodes: dict[str, CustomerNode] = {}
-        accepted: list[Identifier] = []
-        for ident, rule in candidates:
+        accepted: list[tuple[Identifier, str]] = []
+        for ident, key, rule in candidates:
             verified = ident.verified or rule.trust is Trust.VERIFIED
-            owner = self.lookup(ident.key)
-            if owner is not None and owner not in nodes and self.t.nodes.get(owner) is None:
+            owner = self.lookup(key)
+            if owner is not None and owner in roots:
+                accepted.append((ident, key))
+                continue
+            node = None if owner is None else self._node_to_change(owner)
+            if owner is not None and node is None:
                 # An owner whose customer has no node is what a crash leaves between two
                 # changelogs (owners landed, nodes did not); the event that made it is
                 # being re-delivered now, so it is resolved as if the owner never was.
                 log.warning("identifier owned by %s, which has no node: re-resolving", owner)
                 owner = None
-            if owner is not None and owner in roots:
-                accepted.append(ident)
-                continue
-            if owner is None:
-                if (broken := union.exceeds({ident.key: at})) is not None:
-                    rejected.append(self._limit(ident.key, broken, None, obs))
+            if owner is None or node is None:
+                if (broken := union.exceeds({key: at})) is not None:
+                    rejected.append(self._limit(key, broken, None, obs))
                     continue
-                union.add({ident.key: at}, verified)
-                accepted.append(ident)
+                union.add({key: at}, verified)
+                accepted.append((ident, key))
                 continue
-            node = nodes.get(owner) or self.node(owner) or CustomerNode(customer_id=owner)
             theirs = {k: s.last_seen for k, s in node.identifiers.items()}
             if roots and not rule.merge:
                 reason: RejectReason = "no_merge"
                 rejected.append(
-                    self._reject(ident.key, reason, f"{ident.type} may not merge", owner, obs)
+                    self._reject(key, reason, f"{ident.type} may not merge", owner, obs)
                 )
             elif (broken := union.exceeds(theirs)) is not None:
-                rejected.append(self._limit(ident.key, broken, owner, obs))
+                rejected.append(self._limit(key, broken, owner, obs))
             elif not verified and union.verified and node.has_verified():
                 detail = "unverified identifier between two verified customers"
-                rejected.append(self._reject(ident.key, "trust", detail, owner, obs))
+                rejected.append(self._reject(key, "trust", detail, owner, obs))
             else:
                 nodes[owner] = node
                 roots.append(owner)
                 union.add(theirs, node.has_verified() or verified)
-                accepted.append(ident)
+                accepted.append((ident, key))
 
         created = not roots
         winner = mint_customer_id(obs.event_id, at) if created else min(roots)
@@ -379,16 +427,17 @@ class IdentityEngine:
             self._absorb(target, nodes[merge.from_id])
             self.t.parents[merge.from_id] = winner
             del self.t.nodes[merge.from_id]
+            self._parsed.pop(merge.from_id, None)
         new_keys = []
-        for ident in accepted:
+        for ident, key in accepted:
             verified = ident.verified or self.rules.types[ident.type].trust is Trust.VERIFIED
-            state = target.identifiers.get(ident.key)
+            state = target.identifiers.get(key)
             if state is None:
-                target.identifiers[ident.key] = IdentifierState(
+                target.identifiers[key] = IdentifierState(
                     verified=verified, first_seen=at, last_seen=at
                 )
-                self.t.owners[ident.key] = winner
-                new_keys.append(ident.key)
+                self.t.owners[key] = winner
+                new_keys.append(key)
             elif at - state.last_seen >= LAST_SEEN_RESOLUTION or (verified and not state.verified):
                 state.last_seen = max(state.last_seen, at)
                 state.verified = state.verified or verified
@@ -397,7 +446,7 @@ class IdentityEngine:
             target.links.append(
                 Link(
                     link_id=obs.event_id,
-                    identifiers=[i.key for i in accepted],
+                    identifiers=[k for _, k in accepted],
                     created=winner if created else None,
                     merged=[m.from_id for m in merges],
                     evidence=obs.evidence,
@@ -414,14 +463,14 @@ class IdentityEngine:
                 target.hubs.append(key)
                 changed = True
         if changed:
-            self.t.nodes[winner] = target.model_dump_json().encode()
+            self._store(winner, target)
         newly_quarantined = self._sight_hubs(winner, rejected, at)
         splits = tuple(s for key in newly_quarantined if (s := self.detach(key)) is not None)
         return Decision(
             customer_id=winner,
             created=created,
             merges=merges,
-            accepted=tuple(i.key for i in accepted),
+            accepted=tuple(k for _, k in accepted),
             rejected=tuple(rejected),
             quarantined=tuple(newly_quarantined),
             suppressed=suppressed,

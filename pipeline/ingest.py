@@ -167,7 +167,7 @@ class Ingest:
                 continue
             event, request = outcome
             m.event_in(topic, event)
-            requests.append(request.model_dump_json().encode())
+            requests.append(request.encode())
         m.INGEST_MESSAGES.inc(len(batch))
         tenant = self.settings.tenant.encode()
         for record in batch_records(requests, "requests"):

@@ -37,21 +37,25 @@ def intake(
         event = RawEvent.model_validate_json(value or b"")
     except ValidationError as exc:
         return Rejected("invalid_event", str(exc))
-    request = resolve_request(event, rules, topic=topic, partition=partition, offset=offset)
+    request = resolve_request(
+        event, value or b"", rules, topic=topic, partition=partition, offset=offset
+    )
     if isinstance(request, Unusable):
         return Rejected("no_usable_identifier", request.reasons)
     return event, request
 
 
 def resolve_request(
-    event: RawEvent, rules: Rules, *, topic: str, partition: int, offset: int
+    event: RawEvent, raw: bytes, rules: Rules, *, topic: str, partition: int, offset: int
 ) -> ResolveRequest | Unusable:
-    """The event with its identifiers in canonical form, and where it was read from."""
+    """The event's identifiers in canonical form, where it was read from, and ``raw`` (the
+    record ``event`` was decoded from), passed on verbatim."""
     result = normalise(event.identifiers, rules)
     if not result.identifiers:
         return Unusable("; ".join(str(r) for r in result.rejected) or "no identifiers")
     return ResolveRequest(
-        event=event.model_copy(update={"identifiers": list(result.identifiers)}),
+        identifiers=result.identifiers,
+        event=raw,
         evidence=Evidence(
             event_id=event.event_id,
             channel=event.channel,

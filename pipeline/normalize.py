@@ -84,17 +84,46 @@ def normalise_value(id_type: str, value: str, rules: Rules = DEFAULT_RULES) -> s
     return clean
 
 
+#: Identifiers normalised recently, per rule set: most events repeat identifiers seen
+#: moments before (a visitor's cookie on every page), and normalising one costs ~8 µs
+#: (rules, regexes, a validated model), a look-up 0.1 µs. Emptied when full.
+MEMO_SIZE = 65_536
+_memos: dict[int, tuple[Rules, dict[tuple[str, str, bool], Identifier | str]]] = {}
+
+
+def _memo(rules: Rules) -> dict[tuple[str, str, bool], Identifier | str]:
+    entry = _memos.get(id(rules))
+    if entry is None or entry[0] is not rules:  # the entry holds its rules: ids stay unique
+        entry = _memos[id(rules)] = (rules, {})
+    if len(entry[1]) >= MEMO_SIZE:
+        entry[1].clear()
+    return entry[1]
+
+
+def normalised(ident: Identifier, rules: Rules = DEFAULT_RULES) -> Identifier | str:
+    """``ident`` in canonical form under ``rules``, or why it is unusable (remembered)."""
+    memo = _memo(rules)
+    slot = (ident.type, ident.value, ident.verified)
+    found = memo.get(slot)
+    if found is None:
+        try:
+            value = normalise_value(ident.type, ident.value, rules)
+            found = Identifier(type=ident.type, value=value, verified=ident.verified)
+        except ValueError as exc:
+            found = str(exc)
+        memo[slot] = found
+    return found
+
+
 def normalise(identifiers: list[Identifier], rules: Rules = DEFAULT_RULES) -> Normalised:
     """Normalise an event's identifiers, dropping duplicates and unusable ones."""
     seen: dict[str, Identifier] = {}
     rejected: list[InvalidIdentifier] = []
     for ident in identifiers:
-        try:
-            value = normalise_value(ident.type, ident.value, rules)
-        except ValueError as exc:
-            rejected.append(InvalidIdentifier(ident, str(exc)))
+        clean = normalised(ident, rules)
+        if isinstance(clean, str):
+            rejected.append(InvalidIdentifier(ident, clean))
             continue
-        clean = Identifier(type=ident.type, value=value, verified=ident.verified)
         prior = seen.get(clean.key)
         if prior is None or (clean.verified and not prior.verified):
             seen[clean.key] = clean

@@ -264,7 +264,7 @@ class IdentityLog:
 
     def resolved(self) -> Counter[str]:
         """How many times each event id was recorded for resolution."""
-        return Counter(r.event.event_id for r in self.requests if isinstance(r, ResolveRequest))
+        return Counter(r.event_id for r in self.requests if isinstance(r, ResolveRequest))
 
     def wait_for_events(self, event_ids: Iterable[str], cluster: Cluster, times: int = 1) -> None:
         wanted = set(event_ids)
@@ -464,11 +464,11 @@ def replay(requests: Sequence[IdentityRequest], rules: Rules) -> Reference:
     splits = 0
     for req in requests:
         if isinstance(req, ResolveRequest):
-            decision = engine.resolve(Observation(req.event.identifiers, req.evidence))
+            decision = engine.resolve(Observation(req.identifiers, req.evidence))
             splits += len(decision.splits)
-            if decision.customer_id is not None and req.event.event_id not in resolved:
-                keys = [i.key for i in req.event.identifiers if i.key in decision.accepted]
-                resolved[req.event.event_id] = (decision.customer_id, keys)
+            if decision.customer_id is not None and req.event_id not in resolved:
+                keys = [i.key for i in req.identifiers if i.key in decision.accepted]
+                resolved[req.event_id] = (decision.customer_id, keys)
         elif isinstance(req, SplitRequest):
             with contextlib.suppress(IdentityError):  # the pipeline refuses it alike
                 engine.split(req.customer_id, req.link_id)
@@ -491,9 +491,9 @@ def components(requests: Sequence[IdentityRequest]) -> set[frozenset[str]]:
     events: set[str] = set()
     for req in requests:
         if isinstance(req, ResolveRequest):
-            eid = f"event\0{req.event.event_id}"
+            eid = f"event\0{req.event_id}"
             events.add(eid)
-            for ident in req.event.identifiers:
+            for ident in req.identifiers:
                 parent[top(f"id\0{ident.key}")] = top(eid)
     groups: dict[str, set[str]] = {}
     for eid in events:

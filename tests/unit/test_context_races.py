@@ -27,7 +27,7 @@ from pipeline.context_ops import ContextOps, resolve_ops
 from pipeline.context_policy import load_context_policy
 from pipeline.identity import IdentityEngine, IdentityTables, Observation
 from pipeline.normalize import normalise
-from pipeline.ops import AnyCustomerOp, ResolveRequest
+from pipeline.ops import AnyCustomerOp, ResolveRequest, customer_ops, encode_op
 from schemas.identity import Evidence
 from tests.integration.test_identity_at_scale import (
     BUILTIN,
@@ -138,12 +138,7 @@ def requests_of(journey: Journey) -> list[ResolveRequest]:
             offset=offset,
             rule_version=BUILTIN.version,
         )
-        out.append(
-            ResolveRequest(
-                event=event.model_copy(update={"identifiers": list(result.identifiers)}),
-                evidence=evidence,
-            )
-        )
+        out.append(ResolveRequest.of(event, result.identifiers, evidence))
     return out
 
 
@@ -159,8 +154,10 @@ def run(requests: list[ResolveRequest], seed: int) -> Partition:
         for _ in range(cluster.rnd.randint(1, 5)):
             if pending:
                 offset, req = pending.popleft()
-                decision = engine.resolve(Observation(req.event.identifiers, req.evidence))
-                batch += resolve_ops(req.event, decision, offset * 4)
+                decision = engine.resolve(Observation(req.identifiers, req.evidence))
+                # through the wire format, as the identity stage sends them
+                sent = resolve_ops(req, decision, offset * 4)
+                batch += [op for one in sent for op in customer_ops(encode_op(one))]
         identity.send(batch)
         for _ in range(cluster.rnd.randint(0, 6)):
             cluster.step()
