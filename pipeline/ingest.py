@@ -44,6 +44,7 @@ from pipeline.dead_letter import letter
 from pipeline.intake import Rejected, intake
 from pipeline.ops import batch_records
 from pipeline.rules import Rules
+from schemas.events import RawEvent
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ class Ingest:
     def process(self, batch: Sequence[Message], producer: Producer) -> None:
         """Steps 2-4 of the module's order: decode, produce, flush (raises on any failure)."""
         requests: list[bytes] = []
+        decoded: list[tuple[str, RawEvent]] = []
         failures: list[str] = []
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
@@ -166,8 +168,9 @@ class Ingest:
                 producer.produce(self.dlq_topic, parked, key, on_delivery=delivered)
                 continue
             event, request = outcome
-            m.event_in(topic, event)
+            decoded.append((topic, event))
             requests.append(request.encode())
+        m.events_in(decoded)
         m.INGEST_MESSAGES.inc(len(batch))
         tenant = self.settings.tenant.encode()
         for record in batch_records(requests, "requests"):
