@@ -66,6 +66,7 @@ from schemas.events import RawEvent
 _STAGE = re.compile(r'^omnistitch_stage_messages_total\{stage="(\w+)"\} ([0-9.e+]+)$', re.M)
 _DEAD = re.compile(r"^omnistitch_dead_letters_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 _REBALANCES = re.compile(r"^omnistitch_rebalances_total ([0-9.e+]+)$", re.M)
+_GC = re.compile(r'^omnistitch_gc_seconds_total\{generation="\d"\} ([0-9.e+-]+)$', re.M)
 
 
 @dataclass
@@ -97,6 +98,7 @@ class PipelineFigures:
     events_per_s: float
     stage_events_per_s: dict[str, float]
     cpu_us_per_event: float  # CPU of every worker, summed, per event
+    gc_us_per_event: float  # of which in CPython's cyclic garbage collector
     peak_rss_mb: float  # the largest worker's
     rocksdb_mb: float  # every worker's state directory, summed (standby copies included)
     rocksdb_mb_per_million_customers: float
@@ -137,6 +139,7 @@ class BenchReport:
                 else []
             ),
             ("CPU per event (worker)", f"{p.cpu_us_per_event:,.0f} µs"),
+            ("  of which garbage collection", f"{p.gc_us_per_event:,.0f} µs"),
             ("CPU per event (passthrough)", f"{self.python_passthrough_cpu_us:,.0f} µs"),
             ("peak RSS (worker)", f"{p.peak_rss_mb:,.0f} MB"),
             ("RocksDB on disk", f"{p.rocksdb_mb:,.1f} MB"),
@@ -356,6 +359,7 @@ class _Worker:
         counts = {m[0]: float(m[1]) for m in _STAGE.findall(text)}
         counts["dead"] = sum(float(v) for v in _DEAD.findall(text))
         counts["rebalances"] = sum(float(v) for v in _REBALANCES.findall(text))
+        counts["gc_s"] = sum(float(v) for v in _GC.findall(text))
         return counts
 
     def ready(self) -> bool:
@@ -535,7 +539,10 @@ def _profile(worker: _Worker, out: Path) -> subprocess.Popen[bytes]:
     """py-spy sampling the worker: a flame graph (``.svg``) or collapsed stacks (other)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     fmt = "flamegraph" if out.suffix == ".svg" else "raw"
+    # --nonblocking: a sample does not pause the worker (paused at each of 200 samples a
+    # second, it drained at a quarter of its speed, and the profile showed a slower worker)
     args = ["record", "--pid", str(worker.proc.pid), "--output", str(out), "--rate", "200"]
+    args.append("--nonblocking")
     return subprocess.Popen(
         [spy, *args, "--format", fmt],
         stdout=subprocess.DEVNULL,
@@ -624,7 +631,9 @@ def run_pipeline(
                     done_at[stage] = now
             if now - last_report > 5:
                 last_report = now
-                counts = ", ".join(f"{k} {v:,.0f}" for k, v in stages.items() if k != "rebalances")
+                counts = ", ".join(
+                    f"{k} {v:,.0f}" for k, v in stages.items() if k not in ("rebalances", "gc_s")
+                )
                 _say(f"  {counts} of {n:,}")
             # The context stage sees each event once plus merge traffic: done once it idles.
             ctx = stages.get("context", 0)
@@ -643,7 +652,8 @@ def run_pipeline(
         seconds = done_at["context"] - t0
         cpu = fleet.cpu_s() - cpu0
         rocksdb_mb = sum(_dir_mb(state) for state in states)
-        rebalances = int(fleet.stages().get("rebalances", 0) - before.get("rebalances", 0))
+        after = fleet.stages()
+        rebalances = int(after.get("rebalances", 0) - before.get("rebalances", 0))
         if rebalances:
             _say(f"warning: {rebalances} rebalance(s) during the drain; its time includes them")
         figures = PipelineFigures(
@@ -654,6 +664,7 @@ def run_pipeline(
             events_per_s=n / seconds,
             stage_events_per_s={s: n / (t - t0) for s, t in done_at.items()},
             cpu_us_per_event=cpu / n * 1e6,
+            gc_us_per_event=(after.get("gc_s", 0) - before.get("gc_s", 0)) / n * 1e6,
             peak_rss_mb=fleet.peak_rss_mb(),
             rocksdb_mb=rocksdb_mb,
             rocksdb_mb_per_million_customers=rocksdb_mb / customers * 1e6,

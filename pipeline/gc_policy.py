@@ -17,6 +17,9 @@ every collection (``gc.freeze``), as CPython's docs suggest for long-running ser
 from __future__ import annotations
 
 import gc
+import time
+from collections.abc import Callable
+from typing import Any
 
 #: CPython's defaults for the two older generations, kept (only the youngest changes).
 _OLDER = (10, 10)
@@ -32,3 +35,19 @@ def freeze_startup_heap() -> None:
     """Move everything alive now out of the collector's reach (it is never garbage)."""
     gc.collect()
     gc.freeze()
+
+
+def time_collections(spent: Callable[[int, float], None]) -> Callable[[str, dict[str, Any]], None]:
+    """Report each collection's generation and seconds to ``spent``; returns the callback
+    registered (``gc.callbacks.remove`` it to stop)."""
+    started = 0.0
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            spent(int(info["generation"]), time.perf_counter() - started)
+
+    gc.callbacks.append(callback)
+    return callback

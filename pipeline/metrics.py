@@ -69,6 +69,17 @@ END_TO_END_SECONDS = Histogram(
 )
 
 
+GC_SECONDS = Counter(
+    "omnistitch_gc_seconds_total",
+    "Time in CPython's cyclic garbage collector, by generation (0 youngest, 2 full).",
+    ["generation"],
+)
+
+
+def gc_spent(generation: int, seconds: float) -> None:
+    GC_SECONDS.labels(str(generation)).inc(seconds)
+
+
 def events_in(events: Iterable[tuple[str, RawEvent]]) -> None:
     """Count decoded raw events (source topic, event): one increment per label set."""
     counts = collections.Counter((event.channel.value, topic) for topic, event in events)

@@ -9,10 +9,11 @@ import faust
 from omnistitch.logs import logging_config
 from omnistitch.settings import WorkerSettings
 from omnistitch.topics import ensure_topics
+from pipeline import metrics as m
 from pipeline.api import register_api
 from pipeline.app import Pipeline
 from pipeline.fetch_backoff import limit_fetch_backoff
-from pipeline.gc_policy import freeze_startup_heap, tune
+from pipeline.gc_policy import freeze_startup_heap, time_collections, tune
 from pipeline.ingest import Ingest
 from pipeline.instrumentation import instrument, own_lag_monitor
 from pipeline.rules import Rules
@@ -49,6 +50,7 @@ def run(settings: WorkerSettings, rules: Rules) -> None:
     ingest = Ingest(settings, pipeline.rules)
     ingest.start()
     tune(settings.gc_gen0_threshold)
+    time_collections(m.gc_spent)
     worker = faust.Worker(
         pipeline.app,
         loglevel=settings.log_level,

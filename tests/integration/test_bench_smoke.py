@@ -40,6 +40,7 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert set(p.stage_events_per_s) == {"ingest", "identity", "context"}
     assert p.stage_events_per_s["ingest"] >= p.stage_events_per_s["context"]
     assert 0 < p.cpu_us_per_event < 1e6
+    assert 0 <= p.gc_us_per_event < p.cpu_us_per_event
     assert 20 < p.peak_rss_mb < 4_000
     assert p.rocksdb_mb > 0
     assert p.rocksdb_mb_per_million_customers == pytest.approx(p.rocksdb_mb / 300 * 1e6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from omnistitch.settings import WorkerSettings
 from omnistitch.topics import ingest_group, pipeline_groups
 from pipeline import metrics as m
 from pipeline.app import Pipeline
+from pipeline.gc_policy import time_collections
 from pipeline.instrumentation import directory_size, instrument
 from schemas.events import RawEvent
 
@@ -142,3 +144,13 @@ def test_worker_collector_reads_readiness_state_and_rebalances(tmp_path: Path) -
     assert not collector.ready()
     monitor.poll_once()  # the broker answered; the tables are still not recovered
     assert not collector.ready()
+
+
+def test_collections_are_timed_by_generation() -> None:
+    before = count("omnistitch_gc_seconds_total", generation="2")
+    callback = time_collections(m.gc_spent)
+    try:
+        gc.collect()  # a full collection: generation 2
+    finally:
+        gc.callbacks.remove(callback)
+    assert count("omnistitch_gc_seconds_total", generation="2") > before
