@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline.app import Outbox
+from pipeline.context import derive
 from pipeline.context_ops import ContextOps, resolve_ops
 from pipeline.context_policy import ContextPolicy
 from pipeline.gc_policy import tune
@@ -122,8 +123,9 @@ def run_domain(
             for op in ops:
                 ctx_ops.apply(op, out.add)
             t = _lap(spent, "context fold", t)
-            for cid in store.changed:
-                store.rows[cid].model_dump_json().encode()
+            for cid in store.changed:  # derived once, as the worker does (ContextStore)
+                ctx = store.rows[cid] = derive(store.rows[cid], policy)
+                ctx.model_dump_json().encode()
             store.changed.clear()
             t = _lap(spent, "context write", t)
     seconds = clock() - started

@@ -49,6 +49,7 @@ from omnistitch.topics import (
 )
 from pipeline import metrics as m
 from pipeline import triggers
+from pipeline.context import derive
 from pipeline.context_ops import ContextOps, Sent, erase_ops, resolve_ops, split_ops
 from pipeline.context_policy import ContextPolicy, load_context_policy
 from pipeline.dead_letter import dead_letter
@@ -653,6 +654,8 @@ class Pipeline:
         now = self.now()
         for cid, u in unwritten.items():
             ctx, changed, published = u.context, u.changed, u.published
+            if changed:  # its events were folded without deriving (ContextStore); stamped
+                ctx = derive(ctx, self.policy, updated_at=now)
             due, recorded = triggers.due_triggers(ctx, now, self.policy)
             for trigger in due:
                 body = trigger.model_dump_json().encode()
@@ -673,7 +676,7 @@ class Pipeline:
             if not published:
                 self.context_cache[cid] = ctx
                 continue
-            if changed:
+            if changed and ctx.updated_at != now:  # a trigger recorded in an unchanged one
                 ctx = ctx.model_copy(update={"updated_at": now})
             # the row's changelog record *is* the view (customer.context)
             self.context_writer.put(

@@ -570,8 +570,15 @@ def apply_event(
     event: RawEvent,
     identifiers: Sequence[Identifier],
     policy: ContextPolicy,
+    *,
+    derived: bool = True,
 ) -> CustomerContext | None:
-    """Fold one event into a customer's context; ``None`` when it changes nothing."""
+    """Fold one event into a customer's context; ``None`` when it changes nothing.
+
+    ``derived=False`` leaves ``routing`` and ``pending_triggers`` as they were, for a caller
+    that folds several events of a customer and derives them once (:func:`derive`) before
+    the context is read or written: the context stage derives each context once per batch.
+    """
     ctx = ctx or CustomerContext(customer_id=customer_id)
     if event.event_id in [e.event_id for e in ctx.timeline]:
         return None
@@ -613,7 +620,7 @@ def apply_event(
             **_bounded(timeline, placed["interactions"], ctx.archived, policy),
         }
     )
-    return derive(updated, policy)
+    return derive(updated, policy) if derived else updated
 
 
 def _place(
@@ -815,8 +822,11 @@ def _vip(ctx: CustomerContext, policy: ContextPolicy) -> bool:
     )
 
 
-def derive(ctx: CustomerContext, policy: ContextPolicy) -> CustomerContext:
-    """Recompute ``routing`` and ``pending_triggers`` from the rest of the context."""
+def derive(
+    ctx: CustomerContext, policy: ContextPolicy, updated_at: datetime | None = None
+) -> CustomerContext:
+    """Recompute ``routing`` and ``pending_triggers`` from the rest of the context (and
+    stamp ``updated_at``, when given, in the same copy)."""
     by_start = sorted(ctx.interactions, key=_START_ORDER)
     contacts = [i for i in by_start if i.kind in CONTACT_KINDS]
     threads: dict[str, Interaction] = {}
@@ -864,9 +874,13 @@ def derive(ctx: CustomerContext, policy: ContextPolicy) -> CustomerContext:
         vip=_vip(ctx, policy),
         contactable_channels=reachable,
     )
-    return ctx.model_copy(
-        update={"routing": routing, "pending_triggers": _pending(ctx, by_start, policy)}
-    )
+    update: dict[str, Any] = {
+        "routing": routing,
+        "pending_triggers": _pending(ctx, by_start, policy),
+    }
+    if updated_at is not None:
+        update["updated_at"] = updated_at
+    return ctx.model_copy(update=update)
 
 
 def _repeat_contact(contacts: list[Interaction], policy: ContextPolicy) -> RepeatContact | None:

@@ -89,7 +89,12 @@ def erase_ops(erased: EraseDecision) -> list[AnyCustomerOp]:
 # -- the context stage's side --------------------------------------------------------------
 class ContextStore(Protocol):
     """Where the stage keeps contexts: a dict in tests, a table with a write buffer in the
-    worker. ``drop`` removes the row, which tombstones the customer on the view."""
+    worker. ``drop`` removes the row, which tombstones the customer on the view.
+
+    A context stored ``changed`` may have stale derived fields (``routing``,
+    ``pending_triggers``): an event is folded without deriving them, so that a customer
+    with several events in a batch is derived once. The store derives such a context
+    (``context.derive``) before it reads or writes them; every other op derives its own."""
 
     def load(self, cid: str) -> CustomerContext | None: ...
 
@@ -164,7 +169,10 @@ class ContextOps:
     def _on_event(self, op: EventOp) -> None:
         cid = op.customer_id
         current = self.store.load(cid)
-        updated = ctxlogic.apply_event(current, cid, op.event, op.event.identifiers, self.policy)
+        event = op.event
+        updated = ctxlogic.apply_event(
+            current, cid, event, event.identifiers, self.policy, derived=False
+        )
         result = updated or current
         if result is not None:
             self.store.store(cid, result, changed=updated is not None)
