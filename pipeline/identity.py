@@ -207,24 +207,24 @@ class _Union:
             self._horizons[id_type] = None if days is None else self.at - timedelta(days=days)
         return self._horizons[id_type]
 
-    def _counts(self, id_type: str, seen: datetime | None) -> int:
-        if seen is None:
-            return 0
-        horizon = self._horizon(id_type)
-        return int(horizon is None or seen >= horizon)
-
-    def _deltas(self, extra: dict[str, datetime]) -> dict[str, int]:
-        """How adding ``extra`` changes each of its types' counts."""
+    def deltas(self, extra: dict[str, datetime]) -> dict[str, int]:
+        """How adding ``extra`` would change each of its types' counts (a key counts if it
+        was seen within its type's window; one the union holds already is counted once)."""
         deltas: dict[str, int] = {}
+        keys, horizons = self.keys, self._horizons
         for key, seen in extra.items():
-            id_type = identifier_type(key)
-            change = self._counts(id_type, seen) - self._counts(id_type, self.keys.get(key))
+            id_type = key[: key.find(":")]
+            horizon = horizons[id_type] if id_type in horizons else self._horizon(id_type)
+            change = int(horizon is None or seen >= horizon)
+            old = keys.get(key)
+            if old is not None and (horizon is None or old >= horizon):
+                change -= 1
             deltas[id_type] = deltas.get(id_type, 0) + change
         return deltas
 
-    def exceeds(self, extra: dict[str, datetime]) -> str | None:
-        """The type whose limit adding ``extra`` would break, if any."""
-        for id_type, change in self._deltas(extra).items():
+    def exceeds(self, deltas: dict[str, int]) -> str | None:
+        """The type whose limit adding keys with these ``deltas`` would break, if any."""
+        for id_type, change in deltas.items():
             rule = self.rules.rule(id_type)
             if rule is None or rule.limit is None:
                 continue
@@ -232,8 +232,9 @@ class _Union:
                 return id_type
         return None
 
-    def add(self, keys: dict[str, datetime], verified: bool) -> None:
-        for id_type, change in self._deltas(keys).items():
+    def add(self, keys: dict[str, datetime], deltas: dict[str, int], verified: bool) -> None:
+        """Accept ``keys`` (``deltas``: theirs, from :meth:`deltas` before this add)."""
+        for id_type, change in deltas.items():
             self._counted[id_type] = self._counted.get(id_type, 0) + change
         self.keys.update(keys)
         self.verified = self.verified or verified
@@ -395,19 +396,23 @@ class IdentityEngine:
                 log.warning("identifier owned by %s, which has no node: re-resolving", owner)
                 owner = None
             if owner is None or node is None:
-                if (broken := union.exceeds({key: at})) is not None:
+                mine = {key: at}
+                deltas = union.deltas(mine)
+                if (broken := union.exceeds(deltas)) is not None:
                     rejected.append(self._limit(key, broken, None, obs))
                     continue
-                union.add({key: at}, verified)
+                union.add(mine, deltas, verified)
                 accepted.append((ident, key))
                 continue
-            theirs = {k: s.last_seen for k, s in node.identifiers.items()}
             if roots and not rule.merge:
                 reason: RejectReason = "no_merge"
                 rejected.append(
                     self._reject(key, reason, f"{ident.type} may not merge", owner, obs)
                 )
-            elif (broken := union.exceeds(theirs)) is not None:
+                continue
+            theirs = {k: s.last_seen for k, s in node.identifiers.items()}
+            deltas = union.deltas(theirs)
+            if (broken := union.exceeds(deltas)) is not None:
                 rejected.append(self._limit(key, broken, owner, obs))
             elif not verified and union.verified and node.has_verified():
                 detail = "unverified identifier between two verified customers"
@@ -415,7 +420,7 @@ class IdentityEngine:
             else:
                 nodes[owner] = node
                 roots.append(owner)
-                union.add(theirs, node.has_verified() or verified)
+                union.add(theirs, deltas, node.has_verified() or verified)
                 accepted.append((ident, key))
 
         created = not roots
