@@ -31,7 +31,6 @@ from typing import Any, NoReturn, cast
 
 import faust
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
-from cachetools import LRUCache
 from confluent_kafka import Producer
 from faust.streams import _current_event
 from faust.tables.manager import TableManager
@@ -59,6 +58,7 @@ from pipeline.identity import (
     IdentityTables,
     Observation,
 )
+from pipeline.lru import Lru
 from pipeline.ops import (
     MAX_REQUESTS_PER_RECORD,
     AnyCustomerOp,
@@ -377,7 +377,7 @@ class Pipeline:
         # (≈0.8 ms at 200 entries), far more than the event that changes it. Written through
         # on every change, so the table always has what the cache has; forgotten whenever
         # partitions are revoked, since another worker may then change them.
-        self.context_cache: LRUCache[str, CustomerContext] = LRUCache(s.context_cache_size)
+        self.context_cache: Lru[str, CustomerContext] = Lru(s.context_cache_size)
         # Contexts the context stage changed in the batch it is handling, not yet written.
         self._unwritten: dict[str, _Unwritten] = {}
         # The ops partition whose part of a batch the context stage is handling.

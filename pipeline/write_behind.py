@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Final, Generic, TypeVar
 
-from cachetools import LRUCache
+from pipeline.lru import Lru
 
 V = TypeVar("V")
 
@@ -47,14 +47,14 @@ class WriteBehind(MutableMapping[str, V], Generic[V]):
         """``read``: how a row missing from the tier is read (the table's ``get``)."""
         self.table = table
         self._read = table.get if read is None else read
-        self._hot: LRUCache[str, V | _Absent] = LRUCache(hot_rows)
+        self._hot: Lru[str, V | _Absent] = Lru(hot_rows)
         self._dirty: dict[str, V | _Absent] = {}
 
     # -- reads ------------------------------------------------------------------------------
     def _row(self, key: str) -> V | _Absent:
         if (row := self._dirty.get(key, None)) is not None:
             return row
-        if (row := self._hot.get(key, None)) is not None:
+        if (row := self._hot.get(key)) is not None:
             return row
         found = self._read(key)
         row = ABSENT if found is None else found
