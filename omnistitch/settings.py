@@ -125,6 +125,13 @@ class WorkerSettings(KafkaSettings):
         le=10_000_000,
         description="Identity rows kept in memory per identity table (an LRU).",
     )
+    identity_parsed_nodes: int = Field(
+        default=5_000,
+        ge=1,
+        le=1_000_000,
+        description="Parsed identity nodes kept per worker (an LRU): a customer's node, "
+        "with every link and its evidence, is parsed once while its row is unchanged.",
+    )
     context_hot_rows: int = Field(
         default=50_000,
         ge=1,

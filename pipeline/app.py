@@ -334,7 +334,7 @@ class Pipeline:
             for table in (t.owners, t.parents, t.nodes, t.hubs, t.suppressed)
         ]
         tiered = IdentityTables(*self.identity_tiers)
-        self.engine = IdentityEngine(self.rules, tiered)
+        self.engine = IdentityEngine(self.rules, tiered, s.identity_parsed_nodes)
         self.identity_position = Freshness(partition=None, offset=None, event_time=None)
         # Context tables: written only by the context stage, keyed by customer id.
         # ``customer.context`` *is* the contexts table's changelog (as Kafka Streams does

@@ -40,6 +40,7 @@ from datetime import datetime, timedelta
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from pipeline.lru import Lru
 from pipeline.rules import Rules, Trust, TypeRule, suppression_hash
 from schemas.events import Identifier
 from schemas.identity import (
@@ -243,14 +244,13 @@ class _Union:
 class IdentityEngine:
     """Resolves events to customers under the identity rules; splits and erases on request."""
 
-    def __init__(self, rules: Rules, tables: IdentityTables, parsed_nodes: int = 50_000) -> None:
+    def __init__(self, rules: Rules, tables: IdentityTables, parsed_nodes: int = 5_000) -> None:
         self.rules = rules
         self.t = tables
         # Parsed nodes of recently resolved customers, each with the very bytes object it
         # was parsed from (or serialised to): valid while the table still holds that
         # object, so a row rewritten, recovered or removed underneath is parsed again.
-        self._parsed: dict[str, tuple[bytes, CustomerNode]] = {}
-        self._parsed_max = parsed_nodes
+        self._parsed: Lru[str, tuple[bytes, CustomerNode]] = Lru(parsed_nodes)
 
     # -- reading --------------------------------------------------------------------------
     def find(self, customer_id: str, *, compress: bool = True) -> str:
@@ -283,23 +283,17 @@ class IdentityEngine:
         raw = self.t.nodes.get(root)
         if raw is None:
             return None
-        hit = self._parsed.pop(root, None)
-        node = (
-            hit[1] if hit is not None and hit[0] is raw else CustomerNode.model_validate_json(raw)
-        )
-        self._remember(root, raw, node)
+        hit = self._parsed.get(root)
+        if hit is not None and hit[0] is raw:
+            return hit[1]
+        node = CustomerNode.model_validate_json(raw)
+        self._parsed[root] = (raw, node)
         return node
 
     def _store(self, root: str, node: CustomerNode) -> None:
         raw = node.model_dump_json().encode()
         self.t.nodes[root] = raw
-        self._parsed.pop(root, None)
-        self._remember(root, raw, node)
-
-    def _remember(self, root: str, raw: bytes, node: CustomerNode) -> None:
-        self._parsed[root] = (raw, node)  # newest last: the oldest goes first
-        if len(self._parsed) > self._parsed_max:
-            del self._parsed[next(iter(self._parsed))]
+        self._parsed[root] = (raw, node)
 
     def hub(self, key: str) -> HubState | None:
         raw = self.t.hubs.get(key)

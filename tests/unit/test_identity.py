@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.identity import (
+    CustomerNode,
     IdentityEngine,
     IdentityError,
     IdentityTables,
@@ -110,6 +111,21 @@ def test_a_crash_between_changelogs_is_healed_by_the_redelivered_event() -> None
     assert {k: dict(v) for k, v in vars(crashed.t).items()} == {
         k: dict(v) for k, v in vars(whole.t).items()
     }
+
+
+def test_a_node_row_changed_underneath_is_parsed_again() -> None:
+    """The engine keeps parsed nodes while their row is the very bytes it read or wrote;
+    a row replaced underneath (a recovered table, a split) is read again, not the copy."""
+    e = engine()
+    cid = e.resolve(obs("e1", 0, "email:a@x.com")).customer_id
+    assert cid is not None
+    node = CustomerNode.model_validate_json(e.t.nodes[cid])
+    node.hubs.append("email:marker@x.com")
+    e.t.nodes[cid] = node.model_dump_json().encode()  # equal bytes would do: not the same
+    e.resolve(obs("e2", 1, "email:a@x.com", "anonymous_id:new"))
+    stored = CustomerNode.model_validate_json(e.t.nodes[cid])
+    assert stored.hubs == ["email:marker@x.com"]
+    assert set(stored.identifiers) == {"email:a@x.com", "anonymous_id:new"}
 
 
 def test_limit_drops_the_lowest_priority_identifier_and_audits_it() -> None:
