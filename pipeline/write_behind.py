@@ -67,6 +67,12 @@ class WriteBehind(MutableMapping[str, V], Generic[V]):
             raise KeyError(key)
         return row
 
+    def get(self, key: str, default: V | None = None) -> V | None:  # type: ignore[override]
+        # Mapping.get goes through __getitem__ and a KeyError for every absent row, and
+        # most rows an event asks for (a new identifier's owner, its hub) are absent.
+        row = self._row(key)
+        return default if isinstance(row, _Absent) else row
+
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and not isinstance(self._row(key), _Absent)
 

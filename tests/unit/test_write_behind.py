@@ -47,6 +47,11 @@ def test_reads_are_served_from_memory_after_the_first() -> None:
     assert table.reads == 2  # the table was asked once for each row, present or absent
     with pytest.raises(KeyError):
         tier["missing"]
+    assert tier.get("missing", "default") == "default"
+    tier["b"] = "2"
+    del tier["b"]  # removed in this batch: absent without asking the table
+    assert tier.get("b", "gone") == "gone"
+    assert table.reads == 2  # "b" was written by this batch: never asked of the table
 
 
 def test_a_batch_writes_each_changed_row_once_when_flushed() -> None:
