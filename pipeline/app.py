@@ -93,7 +93,7 @@ def _order(offset: int, index: int, step: int) -> int:
     return (offset * MAX_REQUESTS_PER_RECORD + index) * 2 + step
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 14)
 def key_partition(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2, as aiokafka and the Java client
     use) gives ``key``: where faust would send it, and where its table rows live.

@@ -64,7 +64,7 @@ LAST_SEEN_RESOLUTION = timedelta(hours=1)
 log = logging.getLogger(__name__)
 
 #: Every identifier of every event is checked against erasures by its hash (a SHA-256).
-_suppression_hash = functools.lru_cache(maxsize=1 << 16)(suppression_hash)
+_suppression_hash = functools.lru_cache(maxsize=1 << 14)(suppression_hash)
 
 
 def mint_customer_id(event_id: str, occurred_at: datetime) -> str:

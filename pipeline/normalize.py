@@ -61,7 +61,7 @@ def canonical(normaliser: Normaliser, value: str, default_region: str) -> str:
     return value
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=16_384)
 def _e164(raw: str, region: str) -> str:
     # An uncached phonenumbers parse costs ~18 µs; real traffic repeats numbers a lot.
     try:
@@ -87,7 +87,7 @@ def normalise_value(id_type: str, value: str, rules: Rules = DEFAULT_RULES) -> s
 #: Identifiers normalised recently, per rule set: most events repeat identifiers seen
 #: moments before (a visitor's cookie on every page), and normalising one costs ~8 µs
 #: (rules, regexes, a validated model), a look-up 0.1 µs. Emptied when full.
-MEMO_SIZE = 65_536
+MEMO_SIZE = 16_384
 _memos: dict[int, tuple[Rules, dict[tuple[str, str, bool], Identifier | str]]] = {}
 
 
