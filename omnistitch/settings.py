@@ -190,14 +190,14 @@ class WorkerSettings(KafkaSettings):
         default=1, ge=0, le=8, description="Standby copies of each table partition (faust)."
     )
     rocksdb_cache_mb: int = Field(
-        default=64,
+        default=32,
         ge=8,
         le=65_536,
         description="MiB of RocksDB block cache (data, index and filter blocks) shared by "
         "every table partition the worker holds, however many there are.",
     )
     rocksdb_write_buffer_mb: int = Field(
-        default=64,
+        default=32,
         ge=8,
         le=65_536,
         description="MiB of RocksDB write buffers (memtables) shared by every table partition "
