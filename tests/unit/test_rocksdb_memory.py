@@ -87,10 +87,10 @@ def test_a_table_without_the_budget_fails_loudly(tmp_path: Path) -> None:
         Store(STORE_URL, p.app, p.contexts, options=dict(ROCKSDB_OPTIONS))
 
 
-def test_the_defaults_bound_rocksdb_memory_to_128_mib() -> None:
+def test_the_defaults_bound_rocksdb_memory_to_64_mib() -> None:
     memory = RocksDBMemory.from_settings(WorkerSettings())
-    assert (memory.cache_bytes, memory.write_buffer_bytes) == (64 * MIB, 64 * MIB)
-    assert memory.capacity == 128 * MIB
+    assert (memory.cache_bytes, memory.write_buffer_bytes) == (32 * MIB, 32 * MIB)
+    assert memory.capacity == 64 * MIB
 
 
 @pytest.mark.parametrize(
