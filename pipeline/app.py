@@ -492,7 +492,6 @@ class Pipeline:
         )
 
     async def _resolve(self, request: ResolveRequest, decided_at: int, out: Outbox) -> None:
-        event = request.evidence  # what the stage knows of the event besides its identifiers
         decision = self.engine.resolve(Observation(request.identifiers, request.evidence))
         m.SUPPRESSED.inc(decision.suppressed)
         for rejected in decision.rejected:
@@ -504,7 +503,7 @@ class Pipeline:
                     self.dlq_topic,
                     "only_quarantined_identifiers",
                     "every usable identifier is a quarantined hub",
-                    event.event_id.encode(),
+                    request.event_id.encode(),
                     request.event,  # the raw event, as received: `dlq replay` can re-send it
                     stage="identity",
                 )
@@ -516,13 +515,13 @@ class Pipeline:
                 "merge %s into %s (event %s)",
                 merge.from_id,
                 merge.into_id,
-                event.event_id,
-                extra={"event_id": event.event_id, "customer_id": merge.into_id},
+                request.event_id,
+                extra={"event_id": request.event_id, "customer_id": merge.into_id},
             )
             record = Merge(
                 from_id=merge.from_id,
                 into_id=merge.into_id,
-                link_id=event.event_id,
+                link_id=request.event_id,
                 evidence=request.evidence,
             )
             await self.merges_topic.send(key=merge.from_id, value=record.model_dump_json().encode())
@@ -537,7 +536,7 @@ class Pipeline:
                 reason="quarantine",
                 id_map=undone.id_map,
                 customers=sorted(undone.pieces),
-                requested_at=event.occurred_at,
+                requested_at=request.evidence.occurred_at,
             )
             await self._publish_split(undo)
 

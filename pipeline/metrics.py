@@ -103,11 +103,3 @@ def events_out(topic: str, events: Iterable[RawEvent], now: datetime | None = No
 @functools.cache
 def _latency(channel: str) -> Histogram:
     return END_TO_END_SECONDS.labels(channel)  # a labelled child: looked up once, not per event
-
-
-def event_in(topic: str, event: RawEvent) -> None:
-    events_in([(topic, event)])
-
-
-def event_out(topic: str, event: RawEvent, now: datetime | None = None) -> None:
-    events_out(topic, [event], now)

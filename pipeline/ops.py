@@ -35,6 +35,12 @@ from schemas.identity import Evidence
 _IDENTIFIERS: TypeAdapter[list[Identifier]] = TypeAdapter(list[Identifier])
 
 
+def _with_event(head: bytes, identifiers: Sequence[Identifier], event: bytes) -> bytes:
+    """``{<head>,"identifiers":[...],"event":<event>}``: the event's JSON spliced in as is."""
+    ids = _IDENTIFIERS.dump_json(list(identifiers))
+    return b"".join((b"{", head, b',"identifiers":', ids, b',"event":', event, b"}"))
+
+
 class _Msg(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -61,17 +67,8 @@ class ResolveRequest:
         return cls(identifiers, evidence, event.model_dump_json().encode())
 
     def encode(self) -> bytes:
-        return b"".join(
-            (
-                b'{"op":"resolve","identifiers":',
-                _IDENTIFIERS.dump_json(list(self.identifiers)),
-                b',"evidence":',
-                self.evidence.__pydantic_serializer__.to_json(self.evidence),
-                b',"event":',
-                self.event,
-                b"}",
-            )
-        )
+        evidence = self.evidence.__pydantic_serializer__.to_json(self.evidence)
+        return _with_event(b'"op":"resolve","evidence":' + evidence, self.identifiers, self.event)
 
     @property
     def event_id(self) -> str:
@@ -133,22 +130,23 @@ def identity_requests(value: bytes) -> list[AnyIdentityRequest]:
     try:
         record = _RECORD.decode(value)
         parts = record.requests if record.op == "batch" else [msgspec.Raw(value)]
-        return [_request(bytes(part)) for part in parts or ()]
+        return [_request(part) for part in parts or ()]
     except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
         raise BadRequest(f"not an identity request: {exc}") from exc
 
 
-def _request(part: bytes) -> AnyIdentityRequest:
-    wire = _REQUEST.decode(part)
+def _request(part: msgspec.Raw) -> AnyIdentityRequest:
+    wire = _REQUEST.decode(part)  # a Raw is a view of the record: decoded without a copy
     if wire.op != "resolve" or not wire.event or not wire.evidence:
-        return OPERATOR_REQUEST.validate_json(part)
-    event = bytes(wire.event)
+        return OPERATOR_REQUEST.validate_json(bytes(part))
+    event = bytes(wire.event)  # kept, and sent on
     identifiers = (
         _IDENTIFIERS.validate_json(bytes(wire.identifiers))
         if wire.identifiers
         else RawEvent.model_validate_json(event).identifiers
     )
-    return ResolveRequest(identifiers, Evidence.model_validate_json(bytes(wire.evidence)), event)
+    evidence = Evidence.model_validate_json(bytes(wire.evidence))
+    return ResolveRequest(identifiers, evidence, event)
 
 
 # -- customer ops (key: customer id) -------------------------------------------------------
@@ -184,17 +182,8 @@ class EventForward:
     event: bytes
 
     def encode(self) -> bytes:
-        return b"".join(
-            (
-                b'{"op":"event","customer_id":',
-                msgspec.json.encode(self.customer_id),
-                b',"identifiers":',
-                _IDENTIFIERS.dump_json(list(self.identifiers)),
-                b',"event":',
-                self.event,
-                b"}",
-            )
-        )
+        head = b'"op":"event","customer_id":' + msgspec.json.encode(self.customer_id)
+        return _with_event(head, self.identifiers, self.event)
 
 
 class MergeOp(_Msg):

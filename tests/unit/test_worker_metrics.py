@@ -44,8 +44,8 @@ def count(name: str, **labels: str) -> float:
 def test_events_in_and_out_are_counted_per_channel_and_topic() -> None:
     before_in = count("omnistitch_events_in_total", channel="chat", topic="raw.events")
     before_out = count("omnistitch_events_out_total", channel="chat", topic="customer.context")
-    m.event_in("raw.events", event())
-    m.event_out("customer.context", event(), now=T0 + timedelta(seconds=2))
+    m.events_in([("raw.events", event())])
+    m.events_out("customer.context", [event()], now=T0 + timedelta(seconds=2))
     assert count("omnistitch_events_in_total", channel="chat", topic="raw.events") == before_in + 1
     after_out = count("omnistitch_events_out_total", channel="chat", topic="customer.context")
     assert after_out == before_out + 1
@@ -63,12 +63,12 @@ def latency_buckets(channel: str) -> dict[str, float]:
 
 
 def test_end_to_end_latency_is_receipt_to_published_view() -> None:
-    m.event_out("t", event("sms"), now=T0 + timedelta(seconds=2))
+    m.events_out("t", [event("sms")], now=T0 + timedelta(seconds=2))
     buckets = latency_buckets("sms")
     assert buckets["1.0"] == 0
     assert buckets["2.5"] == 1
     # A connector clock ahead of the worker's is not a negative latency.
-    m.event_out("t", event("voice"), now=T0 - timedelta(seconds=5))
+    m.events_out("t", [event("voice")], now=T0 - timedelta(seconds=5))
     assert latency_buckets("voice")["0.05"] == 1
 
 
