@@ -543,13 +543,33 @@ def _bounded(
 def _insert_newest_first(
     timeline: list[TimelineEntry], entry: TimelineEntry
 ) -> list[TimelineEntry]:
-    """``timeline`` (newest first) with ``entry`` in its place: a live event is usually the
-    newest, so this walks a step or two where a sort would order every entry again."""
+    """``timeline`` (newest first) with ``entry`` in its place, found by a binary search
+    after every entry ordered above it (a live event is usually the newest: one step).
+    Events of one customer arrive out of order across raw partitions; the linear walk this
+    replaced took 29 µs to place an event 150 entries down."""
     order = _ENTRY_ORDER(entry)
-    at = 0
-    while at < len(timeline) and _ENTRY_ORDER(timeline[at]) > order:
-        at += 1
-    return [*timeline[:at], entry, *timeline[at:]]
+    lo, hi = 0, len(timeline)
+    if hi and _ENTRY_ORDER(timeline[0]) > order:  # not the newest: search below the first
+        lo = 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if _ENTRY_ORDER(timeline[mid]) > order:
+                lo = mid + 1
+            else:
+                hi = mid
+    return [*timeline[:lo], entry, *timeline[lo:]]
+
+
+def _event_ids(ctx: CustomerContext) -> frozenset[str]:
+    """The event ids on ``ctx``'s timeline: kept beside the context while its timeline is
+    the same list (a fold adds one id to its predecessor's set instead of reading every
+    entry: 1 µs against 13 at 200 entries)."""
+    cached = ctx._timeline_ids
+    if cached is not None and cached[0] is ctx.timeline:
+        return cached[1]
+    ids = frozenset([e.event_id for e in ctx.timeline])
+    ctx._timeline_ids = (ctx.timeline, ids)
+    return ids
 
 
 def _too_old(ctx: CustomerContext, at: datetime, event_id: str, policy: ContextPolicy) -> bool:
@@ -580,7 +600,8 @@ def apply_event(
     the context is read or written: the context stage derives each context once per batch.
     """
     ctx = ctx or CustomerContext(customer_id=customer_id)
-    if event.event_id in [e.event_id for e in ctx.timeline]:
+    known = _event_ids(ctx)
+    if event.event_id in known:
         return None
     if _too_old(ctx, event.occurred_at, event.event_id, policy):
         return None
@@ -620,6 +641,8 @@ def apply_event(
             **_bounded(timeline, placed["interactions"], ctx.archived, policy),
         }
     )
+    if updated.timeline is timeline:  # nothing fell out: the ids are the old ones and this
+        updated._timeline_ids = (timeline, known | {event.event_id})
     return derive(updated, policy) if derived else updated
 
 

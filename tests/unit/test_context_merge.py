@@ -692,6 +692,38 @@ def test_a_late_event_lands_in_its_place() -> None:
         ]
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.integers(0, 40), min_size=1, max_size=60),
+    st.randoms(use_true_random=False),
+)
+def test_a_long_timeline_in_any_order_with_redeliveries(minutes: list[int], rng: Any) -> None:
+    # Pages at arbitrary (often equal) times, each delivered once or twice in any order:
+    # the timeline is every event once, newest first, ties by event id, whatever the order
+    # (the fold places an entry by a binary search and dedupes from a cached id set).
+    events = [
+        page(f"p{n}", minute, f"P{n}", f"https://acme.example/{n}")
+        for n, minute in enumerate(minutes)
+    ]
+    arrivals = events + [e for e in events if rng.random() < 0.3]
+    rng.shuffle(arrivals)
+    ctx = fold(arrivals)
+    expected = sorted(events, key=lambda e: (e.occurred_at, e.event_id), reverse=True)
+    assert ids(ctx.timeline) == ids(expected)
+    assert sum(ctx.channel_counts.values()) == len(events)
+
+
+def test_an_absorbed_customers_events_are_not_folded_again() -> None:
+    # absorb copies the survivor, whose cached timeline ids predate the other's events:
+    # the copy's timeline is another list, so its ids are read again, and dedupe holds
+    survivor = fold([text("SM1", 0, "one")], cid="A")
+    other = fold([said("c1", 6, "visitor", "Hi")], cid="B")
+    merged = absorb(survivor, other, POLICY)
+    assert merged is not None
+    again = said("c1", 6, "visitor", "Hi")
+    assert apply_event(merged, "A", again, again.identifiers, POLICY) is None
+
+
 def test_a_late_message_that_fills_the_gap_joins_two_threads() -> None:
     hour = 60
     events = [text("SM1", 0, "a"), text("SM2", 30 * hour, "c"), text("SM3", 15 * hour, "b")]
