@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import collections
-import functools
-from collections.abc import Iterable
+import itertools
+import threading
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from schemas.events import RawEvent
 
@@ -61,7 +66,62 @@ EVENTS_OUT = Counter(
     "Events published in a customer view, by channel and view topic.",
     ["channel", "topic"],
 )
-END_TO_END_SECONDS = Histogram(
+#: A bucket bound as prometheus_client writes it in ``le`` (untyped there).
+_le: Callable[[float], str] = floatToGoString
+
+
+class BatchHistogram(Collector):
+    """A labelled histogram observed a batch of values at a time, exposed exactly as a
+    ``prometheus_client.Histogram`` is (``_bucket``, ``_count``, ``_sum``).
+
+    ``Histogram.observe`` takes two locks and walks the buckets for every value: 4 to 8 µs
+    an event at the end of the context stage, measured. This places a batch's values with
+    ``bisect`` and adds them under one lock."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, list(labelnames)
+        self._bounds = sorted(float(b) for b in buckets)
+        self._les = [*(_le(b) for b in self._bounds), "+Inf"]
+        self._counts: dict[tuple[str, ...], list[int]] = {}
+        self._sums: dict[tuple[str, ...], float] = {}
+        self._lock = threading.Lock()
+        if registry is not None:
+            registry.register(self)
+
+    def observe(self, labels: tuple[str, ...], values: Iterable[float]) -> None:
+        bounds = self._bounds
+        counts = [0] * (len(bounds) + 1)
+        total = 0.0
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1  # the first bucket with value <= le
+            total += value
+        with self._lock:
+            mine = self._counts.setdefault(labels, [0] * len(counts))
+            for i, n in enumerate(counts):
+                mine[i] += n
+            self._sums[labels] = self._sums.get(labels, 0.0) + total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        with self._lock:
+            rows = [(k, list(v), self._sums[k]) for k, v in self._counts.items()]
+        for labels, counts, total in rows:
+            cumulative = itertools.accumulate(counts)
+            family.add_metric(list(labels), list(zip(self._les, cumulative, strict=True)), total)
+        yield family
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+
+END_TO_END_SECONDS = BatchHistogram(
     "omnistitch_end_to_end_latency_seconds",
     "From the connector's receipt of an event (received_at) to its customer view published.",
     ["channel"],
@@ -90,16 +150,11 @@ def events_in(events: Iterable[tuple[str, RawEvent]]) -> None:
 def events_out(topic: str, events: Iterable[RawEvent], now: datetime | None = None) -> None:
     """Count events whose customer view was published, and observe each one's end-to-end
     latency (a connector clock ahead of the worker's counts as 0)."""
-    now = now or datetime.now(UTC)
-    counts: collections.Counter[str] = collections.Counter()
+    at = (now or datetime.now(UTC)).timestamp()
+    latencies: dict[str, list[float]] = {}
     for event in events:
-        channel = event.channel.value
-        counts[channel] += 1
-        _latency(channel).observe(max(0.0, (now - event.received_at).total_seconds()))
-    for channel, n in counts.items():
-        EVENTS_OUT.labels(channel, topic).inc(n)
-
-
-@functools.cache
-def _latency(channel: str) -> Histogram:
-    return END_TO_END_SECONDS.labels(channel)  # a labelled child: looked up once, not per event
+        seconds = at - event.received_at.timestamp()
+        latencies.setdefault(event.channel.value, []).append(seconds if seconds > 0 else 0.0)
+    for channel, values in latencies.items():
+        EVENTS_OUT.labels(channel, topic).inc(len(values))
+        END_TO_END_SECONDS.observe((channel,), values)

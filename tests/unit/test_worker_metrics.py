@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import faust
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 
 from omnistitch.lag import LagSnapshot
 from omnistitch.lag_monitor import LagMonitor, LagTarget
@@ -70,6 +70,26 @@ def test_end_to_end_latency_is_receipt_to_published_view() -> None:
     # A connector clock ahead of the worker's is not a negative latency.
     m.events_out("t", [event("voice")], now=T0 - timedelta(seconds=5))
     assert latency_buckets("voice")["0.05"] == 1
+
+
+def test_a_batch_histogram_is_exposed_exactly_as_a_histogram() -> None:
+    buckets = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+    values = {"web": [0.0, 0.05, 0.051, 0.3, 1.0, 7.5, 11.0, 99.0], "sms": [2.5, 0.2]}
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    reference = Histogram("x_seconds", "Help.", ["channel"], buckets=buckets, registry=theirs)
+    batched = m.BatchHistogram("x_seconds", "Help.", ["channel"], buckets, registry=ours)
+    for channel, seen in values.items():
+        for v in seen:
+            reference.labels(channel).observe(v)
+        batched.observe((channel,), seen[:3])  # in two batches
+        batched.observe((channel,), seen[3:])
+
+    def exposed(registry: CollectorRegistry) -> list[str]:
+        text = generate_latest(registry).decode()
+        return sorted(line for line in text.splitlines() if "_created" not in line)
+
+    assert exposed(ours) == exposed(theirs)
+    assert 'x_seconds_bucket{channel="web",le="0.05"} 2.0' in exposed(ours)
 
 
 def settings(tmp_path: Path, **kw: object) -> WorkerSettings:
