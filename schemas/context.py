@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, PrivateAttr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
 from schemas.events import Channel, Identifier
 
@@ -284,11 +284,6 @@ class CustomerContext(_Model):
         default=None, description="Worker clock when this version was written."
     )
     version: int = Field(default=0, description="Increments with every change.")
-
-    # Not part of the record: the event ids of ``timeline``, beside the very list object
-    # they were read from, for the fold's dedupe (pipeline/context.py). A copy with another
-    # timeline list carries a stale pair, which that identity check tells apart.
-    _timeline_ids: tuple[list[TimelineEntry], frozenset[str]] | None = PrivateAttr(default=None)
 
 
 class EngagementTrigger(_Model):

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from omnistitch.bench import to_records
-from omnistitch.bench_domain import STAGES, run_domain
+from omnistitch.bench_domain import STAGES, drain_order, run_domain
 from omnistitch.journeys import generate
+from pipeline.app import key_partition
 from pipeline.context_policy import load_context_policy
 from pipeline.gc_policy import tune
 from pipeline.rules import load_rules
@@ -44,6 +45,19 @@ def test_every_event_lands_on_exactly_one_customer(gc_thresholds: None) -> None:
     # email alone, a quarantined hub alone).
     assert figures.placed + figures.unresolved == 600
     assert figures.unresolved < 10
+
+
+def test_records_drain_a_fetch_per_partition_in_turn() -> None:
+    records = [(f"k{i}".encode(), b"x" * 100) for i in range(400)]
+    drained = drain_order(records, partitions=4, fetch_bytes=1_000)
+    assert sorted(drained) == sorted(records)  # every record, once
+    part = [key_partition(k.decode(), 4) for k, _ in drained]
+    for p in range(4):  # each partition in the order produced
+        assert [r for r, q in zip(drained, part, strict=True) if q == p] == [
+            r for r in records if key_partition(r[0].decode(), 4) == p
+        ]
+    assert part[:10] == [0] * 10  # a fetch of 1,000 bytes: ten records of partition 0
+    assert part[10] == 1  # then partition 1's first fetch
 
 
 def test_gc_tuning_sets_only_the_youngest_threshold(gc_thresholds: None) -> None:
