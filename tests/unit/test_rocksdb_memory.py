@@ -9,6 +9,7 @@ import pytest
 from faust.exceptions import ImproperlyConfigured
 from faust.stores import by_url
 from faust.tables.base import Collection
+from faust.types import TP
 from pydantic import ValidationError
 
 from omnistitch.settings import SettingsError, WorkerSettings, load
@@ -75,6 +76,23 @@ def test_every_table_partition_of_a_worker_uses_the_shared_memory(tmp_path: Path
     finally:
         for db in dbs:
             db.close()
+
+
+def test_a_rebalance_that_closes_no_database_collects_no_garbage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = Pipeline(WorkerSettings(bootstrap_servers="127.0.0.1:1", state_dir=tmp_path))
+    store = cast(Store, p.contexts.data)
+    collections: list[int] = []
+    monkeypatch.setattr("faust.stores.rocksdb.gc.collect", lambda: collections.append(1))
+    topic = p.contexts.changelog_topic.get_topic_name()
+    store._db_for_partition(1)
+    store.revoke_partitions(p.contexts, {TP(topic, 0), TP("other", 1)})  # none of ours open
+    assert collections == []
+    assert set(store._dbs) == {1}
+    store.revoke_partitions(p.contexts, {TP(topic, 1)})  # closed faust's way
+    assert collections == [1]
+    assert store._dbs == {}
 
 
 def test_the_store_is_registered_with_faust() -> None:
