@@ -379,14 +379,27 @@ class _Worker:
         return 0.0
 
 
-def _wait(what: str, probe: Callable[[], bool], timeout: float, workers: Sequence[_Worker]) -> None:
+def _wait(
+    what: str,
+    probe: Callable[[], bool],
+    timeout: float,
+    workers: Sequence[_Worker],
+    progress: Callable[[], object] | None = None,
+) -> None:
+    """Until ``probe()``; fails when a worker exits, or after ``timeout`` seconds, counted
+    from the last change of ``progress()`` when given (a long drain that keeps moving
+    never times out; one that stalls fails as soon as a short one would)."""
     deadline = time.monotonic() + timeout
     logs = ", ".join(str(w.log) for w in workers)
+    seen = None if progress is None else progress()
     while not probe():
         if any(w.proc.poll() is not None for w in workers):
             raise RuntimeError(f"a worker exited while waiting for {what}; see {logs}")
+        if progress is not None and (now := progress()) != seen:
+            seen, deadline = now, time.monotonic() + timeout
         if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}; see {logs}")
+            idle = " without progress" if progress is not None else ""
+            raise RuntimeError(f"timed out ({timeout:.0f}s{idle}) waiting for {what}; see {logs}")
         time.sleep(0.2)
 
 
@@ -620,9 +633,12 @@ def run_pipeline(
         done_at: dict[str, float] = {}
         last_report = t0
 
+        moved: list[float] = []  # the stages' counts at the last look: progress, or not
+
         def drained() -> bool:
             nonlocal last_report
             stages = fleet.stages()
+            moved[:] = [stages.get(k, 0.0) for k in ("ingest", "identity", "context", "dead")]
             now = time.monotonic()
             # Dead-lettered events leave at ingest; the identity stage resolves the rest.
             expect = {"ingest": n, "identity": n - stages.get("dead", 0)}
@@ -644,7 +660,13 @@ def run_pipeline(
                     return True
             return False
 
-        _wait("the pipeline to drain", drained, cfg.timeout_s, fleet.workers)
+        _wait(
+            "the pipeline to drain",
+            drained,
+            cfg.timeout_s,
+            fleet.workers,
+            progress=lambda: tuple(moved),
+        )
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
             spy.wait(120)
