@@ -183,6 +183,14 @@ class WorkerSettings(KafkaSettings):
         "objects, and at 700 each batch set off collections that walked the parsed-context "
         "cache again and again (pipeline/gc_policy.py).",
     )
+    heap_trim_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="Seconds between returns of the freed heap to the OS (glibc's "
+        "malloc_trim, on a thread of its own; 0: never). A drained worker's heap was a "
+        "third free holes that glibc kept resident (pipeline/heap_trim.py).",
+    )
     trigger_interval_s: float = Field(
         default=1.0, ge=0.05, le=60, description="How often due engagement triggers are checked."
     )

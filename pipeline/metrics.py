@@ -140,6 +140,21 @@ def gc_spent(generation: int, seconds: float) -> None:
     GC_SECONDS.labels(str(generation)).inc(seconds)
 
 
+HEAP_TRIM_SECONDS = Counter(
+    "omnistitch_heap_trim_seconds_total",
+    "Time spent returning the freed heap to the OS (glibc's malloc_trim).",
+)
+HEAP_TRIM_RELEASED = Counter(
+    "omnistitch_heap_trim_released_bytes_total",
+    "Resident memory the heap trims gave back to the OS.",
+)
+
+
+def heap_trimmed(seconds: float, released: int) -> None:
+    HEAP_TRIM_SECONDS.inc(seconds)
+    HEAP_TRIM_RELEASED.inc(released)
+
+
 def events_in(events: Iterable[tuple[str, RawEvent]]) -> None:
     """Count decoded raw events (source topic, event): one increment per label set."""
     counts = collections.Counter((event.channel.value, topic) for topic, event in events)

@@ -14,6 +14,7 @@ from pipeline.api import register_api
 from pipeline.app import Pipeline
 from pipeline.fetch_backoff import limit_fetch_backoff
 from pipeline.gc_policy import freeze_startup_heap, time_collections, tune
+from pipeline.heap_trim import HeapTrimmer
 from pipeline.ingest import Ingest
 from pipeline.instrumentation import instrument, own_lag_monitor
 from pipeline.rules import Rules
@@ -51,6 +52,10 @@ def run(settings: WorkerSettings, rules: Rules) -> None:
     ingest.start()
     tune(settings.gc_gen0_threshold)
     time_collections(m.gc_spent)
+    trimmer = None
+    if settings.heap_trim_interval_s:
+        trimmer = HeapTrimmer(settings.heap_trim_interval_s, m.heap_trimmed)
+        trimmer.start()
     worker = faust.Worker(
         pipeline.app,
         loglevel=settings.log_level,
@@ -72,5 +77,7 @@ def run(settings: WorkerSettings, rules: Rules) -> None:
     finally:
         ingest.stop()
         monitor.stop()
+        if trimmer is not None:
+            trimmer.stop()
         if clean:
             mark_clean(settings.state_dir)
