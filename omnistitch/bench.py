@@ -55,10 +55,17 @@ import httpx
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, Producer
 
 from omnistitch.bench_domain import DomainFigures, run_domain
+from omnistitch.bench_hops import first_stamps, hop_delays, percentiles
 from omnistitch.cli import KAFKA_LAUNCHER
 from omnistitch.journeys import MIN_CUSTOMERS, Dataset, generate
 from omnistitch.settings import KafkaSettings, WorkerSettings
-from omnistitch.topics import CUSTOMER_CONTEXT, RAW_EVENTS, TopicSpec, ensure_topics
+from omnistitch.topics import (
+    CUSTOMER_CONTEXT,
+    RAW_EVENTS,
+    TopicSpec,
+    ensure_topics,
+    internal_topic,
+)
 from pipeline.context_policy import load_context_policy
 from pipeline.rules import load_rules
 from schemas.events import RawEvent
@@ -106,6 +113,8 @@ class PipelineFigures:
     rebalances: int = 0
     recovery_s: float | None = None  # None: not measured (scaling runs)
     latency_ms: dict[str, float] = field(default_factory=dict)
+    #: The same events' delay per hop (``omnistitch/bench_hops.py``): hop -> percentiles.
+    latency_hops_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -155,6 +164,10 @@ class BenchReport:
             rows.append(
                 ("delivered within the latency window", f"{p.latency_ms['delivered_pct']:.0f}%")
             )
+        rows += [
+            (f"  hop {hop} p50 / p95 / p99", " / ".join(f"{v:,.0f}" for v in q.values()) + " ms")
+            for hop, q in p.latency_hops_ms.items()
+        ]
         if (s := self.scaled) is not None:
             rows += [
                 (f"omnistitch, {s.workers} workers, sustained", _fmt(s.events_per_s, "ev/s")),
@@ -468,13 +481,24 @@ def _dir_mb(path: Path) -> float:
 
 #: Timeline entries of each published context the latency reader looks at.
 LATENCY_SCAN = 50
+#: The latency events' ids (``_latency`` makes them) as they appear in a record's JSON.
+_LATENCY_EVENT_ID = re.compile(rb'"event_id":"(lat-[^"]+)"')
+
+
+@dataclass
+class Latency:
+    percentiles_ms: dict[str, float]  # p50, p95, p99, delivered_pct
+    hops_ms: dict[str, dict[str, float]]  # hop -> p50, p95, p99 (bench_hops.py)
 
 
 def measure_latency(
     bootstrap: str, env: dict[str, str], rate: int, seconds: float, make: Callable[[int], RawEvent]
-) -> dict[str, float]:
-    """Offer ``rate`` events/s for ``seconds``; time each until its context is published."""
+) -> Latency:
+    """Offer ``rate`` events/s for ``seconds``; time each until its context is published,
+    and each hop it took on the way (``omnistitch/bench_hops.py``)."""
     prefix = env["OMNISTITCH_TOPIC_PREFIX"]
+    settings = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix)
+    app_id = env["OMNISTITCH_APP_ID"]
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
     stop = threading.Event()
@@ -516,6 +540,7 @@ def measure_latency(
     time.sleep(3.0)  # let the reader join its group before offering load
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
     total = int(rate * seconds)
+    since_ms = int(time.time() * 1000)
     start = time.monotonic()
     for i in range(total):
         due = start + i / rate
@@ -533,19 +558,17 @@ def measure_latency(
     stop.set()
     reader.join(5)
     consumer.close()
-    lat = sorted((seen[e] - t) * 1000 for e, t in sent.items() if e in seen)
+    lat = [(seen[e] - t) * 1000 for e, t in sent.items() if e in seen]
     if not lat:
         raise RuntimeError("no latency samples: nothing reached customer.context")
-
-    def pct(q: float) -> float:
-        return lat[min(len(lat) - 1, int(q * len(lat)))]
-
-    return {
-        "p50": statistics.median(lat),
-        "p95": pct(0.95),
-        "p99": pct(0.99),
-        "delivered_pct": 100.0 * len(lat) / total,
-    }
+    requested, forwarded = (
+        first_stamps(bootstrap, internal_topic(settings, app_id, name), since_ms, _LATENCY_EVENT_ID)
+        for name in ("identity-requests", "customer-ops")
+    )
+    return Latency(
+        {**percentiles(lat), "delivered_pct": 100.0 * len(lat) / total},
+        hop_delays(sent, requested, forwarded, seen),
+    )
 
 
 def _profile(worker: _Worker, out: Path) -> subprocess.Popen[bytes]:
@@ -703,15 +726,15 @@ def run_pipeline(
             _wait("recovery", fleet.ready, cfg.timeout_s, fleet.workers)
             figures.recovery_s = time.monotonic() - started
         if latency:
-            figures.latency_ms = _latency(cfg, envs[0], records)
+            measured = _latency(cfg, envs[0], records)
+            figures.latency_ms = measured.percentiles_ms
+            figures.latency_hops_ms = measured.hops_ms
         return figures
     finally:
         fleet.stop()
 
 
-def _latency(
-    cfg: BenchConfig, env: dict[str, str], records: list[tuple[bytes, bytes]]
-) -> dict[str, float]:
+def _latency(cfg: BenchConfig, env: dict[str, str], records: list[tuple[bytes, bytes]]) -> Latency:
     _say(f"latency: offering {cfg.latency_rate}/s for {cfg.latency_seconds:.0f}s")
     base = [RawEvent.model_validate_json(v) for _, v in records[: min(len(records), 5000)]]
 

@@ -48,6 +48,12 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert p.recovery_s > 0
     assert p.latency_ms["p50"] <= p.latency_ms["p95"] <= p.latency_ms["p99"]
     assert p.latency_ms["delivered_pct"] > 50
+    # Where it went: each hop's delay, read back from the records' timestamps. A hop is
+    # part of the end-to-end delay of the same event, so none can exceed it.
+    assert list(p.latency_hops_ms) == ["ingest", "identity", "context"]
+    for hop in p.latency_hops_ms.values():
+        assert 0 <= hop["p50"] <= hop["p95"] <= hop["p99"]
+        assert hop["p50"] <= p.latency_ms["p99"]
     assert 0 < report.ratios["pipeline_vs_passthrough"] < 10
     d = report.domain
     assert d is not None
@@ -68,6 +74,7 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert s.rocksdb_mb > 0
     assert s.recovery_s is None
     assert not s.latency_ms
+    assert not s.latency_hops_ms
     assert report.ratios["scaling"] == pytest.approx(s.events_per_s / p.events_per_s)
     assert 0 < report.ratios["scaling"] < 10
 
