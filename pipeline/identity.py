@@ -38,21 +38,33 @@ from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+import msgspec
 
+from pipeline.identity_state import (
+    CustomerNode,
+    Evidence,
+    HubState,
+    IdentifierState,
+    Link,
+    RejectedLink,
+    decode_hub,
+    decode_node,
+    encode,
+    to_public,
+)
 from pipeline.lru import Lru
 from pipeline.rules import Rules, Trust, TypeRule, suppression_hash
 from schemas.events import Identifier
+from schemas.identity import Evidence as PublicEvidence
 from schemas.identity import (
-    Evidence,
     Freshness,
     IdentifierInfo,
     IdentityView,
-    Link,
     Quarantine,
-    RejectedLink,
     RejectReason,
 )
+from schemas.identity import Link as PublicLink
+from schemas.identity import RejectedLink as PublicRejectedLink
 
 CUSTOMER_ID_PREFIX = "cus_"
 #: Rejected-link audit records kept per customer (newest last).
@@ -78,45 +90,6 @@ def identifier_type(key: str) -> str:
     return key.partition(":")[0]
 
 
-class IdentifierState(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    verified: bool
-    first_seen: AwareDatetime
-    last_seen: AwareDatetime
-
-
-class CustomerNode(BaseModel):
-    """A root customer's identity: its identifiers and the evidence for each."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    customer_id: str
-    identifiers: dict[str, IdentifierState] = Field(default_factory=dict)
-    links: list[Link] = Field(default_factory=list)
-    rejected: list[RejectedLink] = Field(default_factory=list)
-    hubs: list[str] = Field(default_factory=list, description="Quarantined ids presented.")
-
-    def has_verified(self) -> bool:
-        return any(s.verified for s in self.identifiers.values())
-
-    def member_ids(self) -> set[str]:
-        """Every customer id that is, or was merged into, this customer."""
-        ids = {self.customer_id}
-        for link in self.links:
-            ids.update(link.merged)
-            if link.created:
-                ids.add(link.created)
-        return ids
-
-
-class HubState(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    sightings: dict[str, AwareDatetime] = Field(default_factory=dict)
-    quarantined_at: AwareDatetime | None = None
-
-
 @dataclass
 class IdentityTables:
     """The engine's state. Dicts for the reference model, faust tables in the worker."""
@@ -137,7 +110,11 @@ class Observation:
     """What the engine needs of an event: its normalised identifiers and its evidence."""
 
     identifiers: Sequence[Identifier]
-    evidence: Evidence
+    evidence: PublicEvidence
+
+    def stored_evidence(self) -> Evidence:
+        """The evidence as a link or rejected link stores it."""
+        return Evidence.of(self.evidence)
 
     @property
     def event_id(self) -> str:
@@ -275,7 +252,7 @@ class IdentityEngine:
 
     def node(self, root: str) -> CustomerNode | None:
         raw = self.t.nodes.get(root)
-        return None if raw is None else CustomerNode.model_validate_json(raw)
+        return None if raw is None else decode_node(raw)
 
     def _node_to_change(self, root: str) -> CustomerNode | None:
         """``node(root)`` for ``resolve``, from the parsed cache when the row is unchanged.
@@ -286,24 +263,24 @@ class IdentityEngine:
         hit = self._parsed.get(root)
         if hit is not None and hit[0] is raw:
             return hit[1]
-        node = CustomerNode.model_validate_json(raw)
+        node = decode_node(raw)
         self._parsed[root] = (raw, node)
         return node
 
     def _store(self, root: str, node: CustomerNode) -> None:
-        raw = node.model_dump_json().encode()
+        raw = encode(node)
         self.t.nodes[root] = raw
         self._parsed[root] = (raw, node)
 
     def hub(self, key: str) -> HubState | None:
         raw = self.t.hubs.get(key)
-        return None if raw is None else HubState.model_validate_json(raw)
+        return None if raw is None else decode_hub(raw)
 
     def quarantined(self) -> list[Quarantine]:
         """Every hub identifier, for operators to review."""
         out = []
         for key, raw in self.t.hubs.items():
-            state = HubState.model_validate_json(raw)
+            state = decode_hub(raw)
             if state.quarantined_at is not None:
                 out.append(
                     Quarantine(
@@ -333,8 +310,8 @@ class IdentityEngine:
                 )
                 for k, s in sorted(node.identifiers.items())
             ],
-            links=node.links,
-            rejected_links=node.rejected,
+            links=to_public(PublicLink, node.links),
+            rejected_links=to_public(PublicRejectedLink, node.rejected),
             quarantined=[
                 Quarantine(identifier=k, customers=sorted(h.sightings), since=h.quarantined_at)
                 for k, h in hubs
@@ -448,7 +425,7 @@ class IdentityEngine:
                     identifiers=[k for _, k in accepted],
                     created=winner if created else None,
                     merged=[m.from_id for m in merges],
-                    evidence=obs.evidence,
+                    evidence=obs.stored_evidence(),
                 )
             )
         changed = changed or bool(new_keys)
@@ -484,7 +461,7 @@ class IdentityEngine:
             reason=reason,
             detail=detail,
             other_customer=owner,
-            evidence=obs.evidence,
+            evidence=obs.stored_evidence(),
         )
 
     def _limit(self, key: str, id_type: str, owner: str | None, obs: Observation) -> RejectedLink:
@@ -515,7 +492,7 @@ class IdentityEngine:
             if rej.reason == "quarantined" or rej.other_customer is None:
                 continue
             state = self.hub(rej.identifier) or HubState()
-            before = state.model_dump_json()
+            before = encode(state)
             for cid in (rej.other_customer, winner):
                 # A customer already sighted under an id merged away since keeps that key, so
                 # replaying an old event after the merge adds no second key for one customer.
@@ -528,9 +505,9 @@ class IdentityEngine:
             if state.quarantined_at is None and len(customers) > hub_rule.max_customers:
                 state.quarantined_at = at
                 newly.append(rej.identifier)
-            after = state.model_dump_json()
+            after = encode(state)
             if after != before:
-                self.t.hubs[rej.identifier] = after.encode()
+                self.t.hubs[rej.identifier] = after
         return newly
 
     def _sighting_key(self, sightings: Mapping[str, datetime], customer_id: str) -> str:
@@ -570,8 +547,8 @@ class IdentityEngine:
         if root is None or node is None:
             return None
         remaining = [
-            link.model_copy(
-                update={"identifiers": [k for k in link.identifiers if k != identifier_key]}
+            msgspec.structs.replace(
+                link, identifiers=[k for k in link.identifiers if k != identifier_key]
             )
             for link in node.links
         ]
@@ -642,7 +619,7 @@ class IdentityEngine:
                 rejected=node.rejected if cid == home else [],
                 hubs=node.hubs if cid == home else [],
             )
-            self.t.nodes[cid] = piece.model_dump_json().encode()
+            self.t.nodes[cid] = encode(piece)
             for key in groups[g]:
                 self.t.owners[key] = cid
         for member, now in id_map.items():

@@ -30,17 +30,18 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from pipeline.identity import (
-    CustomerNode,
     IdentityEngine,
     IdentityError,
     IdentityTables,
     Observation,
 )
+from pipeline.identity_state import CustomerNode, decode_node
 from pipeline.normalize import normalise
 from pipeline.ops import EraseRequest, ResolveRequest, SplitRequest, identity_requests
 from pipeline.rules import Rules, Trust, load_rules
@@ -374,7 +375,7 @@ def identity_differences(pipeline: IdentityEngine, ref: IdentityEngine) -> list[
     out = []
 
     def nodes(e: IdentityEngine) -> dict[str, CustomerNode]:
-        return {k: CustomerNode.model_validate_json(v) for k, v in e.t.nodes.items()}
+        return {k: decode_node(v) for k, v in e.t.nodes.items()}
 
     mine, theirs = nodes(pipeline), nodes(ref)
     if set(mine) != set(theirs):
@@ -385,7 +386,7 @@ def identity_differences(pipeline: IdentityEngine, ref: IdentityEngine) -> list[
     for root in sorted(set(mine) & set(theirs)):
         a, b = mine[root], theirs[root]
         if a != b:
-            da, db = a.model_dump(mode="json"), b.model_dump(mode="json")
+            da, db = msgspec.to_builtins(a), msgspec.to_builtins(b)
             fields = {k: (da[k], db[k]) for k in da if da[k] != db[k]}
             out.append(f"node {root} differs (pipeline, reference): {fields}")
     for key in sorted(set(pipeline.t.owners) | set(ref.t.owners)):
