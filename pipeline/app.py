@@ -522,7 +522,7 @@ class Pipeline:
                 from_id=merge.from_id,
                 into_id=merge.into_id,
                 link_id=request.event_id,
-                evidence=request.evidence,
+                evidence=request.evidence.public(),
             )
             await self.merges_topic.send(key=merge.from_id, value=record.model_dump_json().encode())
         for op in resolve_ops(request, decision, decided_at):

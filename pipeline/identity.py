@@ -110,7 +110,7 @@ class Observation:
     """What the engine needs of an event: its normalised identifiers and its evidence."""
 
     identifiers: Sequence[Identifier]
-    evidence: PublicEvidence
+    evidence: Evidence | PublicEvidence  # the worker's requests carry the struct
 
     def stored_evidence(self) -> Evidence:
         """The evidence as a link or rejected link stores it."""

@@ -41,7 +41,11 @@ class Evidence(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     rule_version: str
 
     @classmethod
-    def of(cls, public: PublicEvidence) -> Evidence:
+    def of(cls, evidence: PublicEvidence | Evidence) -> Evidence:
+        """``evidence`` as stored (the public model converted; a struct as it is)."""
+        if isinstance(evidence, Evidence):
+            return evidence
+        public = evidence
         return cls(
             event_id=public.event_id,
             channel=public.channel,
@@ -51,6 +55,19 @@ class Evidence(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
             partition=public.partition,
             offset=public.offset,
             rule_version=public.rule_version,
+        )
+
+    def public(self) -> PublicEvidence:
+        """The public model (``identity.merges`` records carry it)."""
+        return PublicEvidence(
+            event_id=self.event_id,
+            channel=self.channel,
+            source=self.source,
+            occurred_at=self.occurred_at,
+            topic=self.topic,
+            partition=self.partition,
+            offset=self.offset,
+            rule_version=self.rule_version,
         )
 
 

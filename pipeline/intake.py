@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from pipeline.identity_state import Evidence
 from pipeline.normalize import normalise
 from pipeline.ops import ResolveRequest
 from pipeline.rules import Rules
 from schemas.events import RawEvent
-from schemas.identity import Evidence
 
 
 @dataclass(frozen=True)

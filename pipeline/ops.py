@@ -28,9 +28,10 @@ from typing import Annotated, ClassVar, Literal
 import msgspec
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
+from pipeline.identity_state import Evidence
 from schemas.context import CustomerContext
 from schemas.events import Identifier, RawEvent
-from schemas.identity import Evidence
+from schemas.identity import Evidence as PublicEvidence
 
 _IDENTIFIERS: TypeAdapter[list[Identifier]] = TypeAdapter(list[Identifier])
 
@@ -61,13 +62,16 @@ class ResolveRequest:
 
     @classmethod
     def of(
-        cls, event: RawEvent, identifiers: Sequence[Identifier], evidence: Evidence
+        cls,
+        event: RawEvent,
+        identifiers: Sequence[Identifier],
+        evidence: Evidence | PublicEvidence,
     ) -> ResolveRequest:
         """A request for an event already decoded (tests, tools)."""
-        return cls(identifiers, evidence, event.model_dump_json().encode())
+        return cls(identifiers, Evidence.of(evidence), event.model_dump_json().encode())
 
     def encode(self) -> bytes:
-        evidence = self.evidence.__pydantic_serializer__.to_json(self.evidence)
+        evidence = _ENCODER.encode(self.evidence)
         return _with_event(b'"op":"resolve","evidence":' + evidence, self.identifiers, self.event)
 
     @property
@@ -118,6 +122,8 @@ class _Request(msgspec.Struct):
 
 _RECORD = msgspec.json.Decoder(_Record)
 _REQUEST = msgspec.json.Decoder(_Request)
+_EVIDENCE = msgspec.json.Decoder(Evidence)
+_ENCODER = msgspec.json.Encoder()
 
 
 class BadRequest(ValueError):
@@ -145,7 +151,7 @@ def _request(part: msgspec.Raw) -> AnyIdentityRequest:
         if wire.identifiers
         else RawEvent.model_validate_json(event).identifiers
     )
-    evidence = Evidence.model_validate_json(bytes(wire.evidence))
+    evidence = _EVIDENCE.decode(wire.evidence)
     return ResolveRequest(identifiers, evidence, event)
 
 

@@ -22,6 +22,7 @@ from pipeline.identity_state import (
     encode,
     to_public,
 )
+from pipeline.ops import ResolveRequest, identity_requests
 from schemas import identity as public
 from schemas.events import Channel
 
@@ -119,3 +120,29 @@ def test_a_new_node_encodes_its_defaults() -> None:
     assert encode(CustomerNode(customer_id="cus_9")) == (
         b'{"customer_id":"cus_9","identifiers":{},"links":[],"rejected":[],"hubs":[]}'
     )
+
+
+def test_evidence_converts_both_ways_without_loss() -> None:
+    stored = Evidence.of(EVIDENCE)
+    assert Evidence.of(stored) is stored
+    assert stored.public() == EVIDENCE
+    assert msgspec.json.encode(stored) == EVIDENCE.model_dump_json().encode()
+
+
+def test_a_request_written_with_the_pydantic_evidence_decodes_to_the_struct() -> None:
+    """Identity-log records appended before the evidence became a struct still read."""
+    event = b'{"event_id":"evt-1","channel":"chat","source":"webchat","kind":"message"}'
+    old = b"".join(
+        (
+            b'{"op":"resolve","evidence":',
+            EVIDENCE.model_dump_json().encode(),
+            b',"identifiers":[{"type":"email","value":"a@x.com","verified":false}],"event":',
+            event,
+            b"}",
+        )
+    )
+    (request,) = identity_requests(old)
+    assert isinstance(request, ResolveRequest)
+    assert request.evidence == Evidence.of(EVIDENCE)
+    assert request.event == event
+    assert request.encode() == old
