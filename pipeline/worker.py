@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import faust
 
-from omnistitch.logs import logging_config
+from omnistitch.logs import logging_config, setup_logging
 from omnistitch.settings import WorkerSettings
 from omnistitch.topics import ensure_topics
 from pipeline import metrics as m
@@ -39,6 +39,11 @@ def run(settings: WorkerSettings, rules: Rules) -> None:
     broker on a thread of its own and served at ``/metrics`` with the stage counters. The
     ingest stage runs on a thread too (pipeline/ingest.py); faust runs the others.
     """
+    # JSON lines from the first record on: the lag monitor's and ingest's threads start
+    # before faust's worker applies the same configuration, and a warning logged in between
+    # went to Python's last-resort handler as a bare line (a broker still electing leaders
+    # of the topics just created: "no offsets for 4 partitions ...").
+    setup_logging(settings.log_level)
     prepare(settings.state_dir)  # local state is trusted only after a clean stop
     # before faust creates its consumer
     limit_fetch_backoff(settings.fetch_backoff_s, settings.fetch_max_wait_s)
