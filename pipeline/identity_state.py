@@ -45,30 +45,11 @@ class Evidence(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
         """``evidence`` as stored (the public model converted; a struct as it is)."""
         if isinstance(evidence, Evidence):
             return evidence
-        public = evidence
-        return cls(
-            event_id=public.event_id,
-            channel=public.channel,
-            source=public.source,
-            occurred_at=public.occurred_at,
-            topic=public.topic,
-            partition=public.partition,
-            offset=public.offset,
-            rule_version=public.rule_version,
-        )
+        return cls(**evidence.__dict__)  # the same fields (tests/unit/test_identity_state.py)
 
     def public(self) -> PublicEvidence:
         """The public model (``identity.merges`` records carry it)."""
-        return PublicEvidence(
-            event_id=self.event_id,
-            channel=self.channel,
-            source=self.source,
-            occurred_at=self.occurred_at,
-            topic=self.topic,
-            partition=self.partition,
-            offset=self.offset,
-            rule_version=self.rule_version,
-        )
+        return PublicEvidence(**msgspec.structs.asdict(self))
 
 
 class Link(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -137,7 +118,8 @@ def decode_hub(raw: bytes) -> HubState:
     return _HUB.decode(raw)
 
 
-def encode(record: CustomerNode | HubState) -> bytes:
+def encode(record: msgspec.Struct) -> bytes:
+    """A record's JSON, as stored (and as a request carries its evidence)."""
     return _ENCODER.encode(record)
 
 

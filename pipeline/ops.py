@@ -28,7 +28,7 @@ from typing import Annotated, ClassVar, Literal
 import msgspec
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from pipeline.identity_state import Evidence
+from pipeline.identity_state import Evidence, encode
 from schemas.context import CustomerContext
 from schemas.events import Identifier, RawEvent
 from schemas.identity import Evidence as PublicEvidence
@@ -71,7 +71,7 @@ class ResolveRequest:
         return cls(identifiers, Evidence.of(evidence), event.model_dump_json().encode())
 
     def encode(self) -> bytes:
-        evidence = _ENCODER.encode(self.evidence)
+        evidence = encode(self.evidence)
         return _with_event(b'"op":"resolve","evidence":' + evidence, self.identifiers, self.event)
 
     @property
@@ -123,7 +123,6 @@ class _Request(msgspec.Struct):
 _RECORD = msgspec.json.Decoder(_Record)
 _REQUEST = msgspec.json.Decoder(_Request)
 _EVIDENCE = msgspec.json.Decoder(Evidence)
-_ENCODER = msgspec.json.Encoder()
 
 
 class BadRequest(ValueError):
