@@ -23,16 +23,17 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pipeline import context_state
 from pipeline.app import Outbox, key_partition
 from pipeline.context import derive
 from pipeline.context_ops import ContextOps, resolve_ops
 from pipeline.context_policy import ContextPolicy
+from pipeline.context_state import CustomerContext
 from pipeline.gc_policy import tune
 from pipeline.identity import IdentityEngine, IdentityTables, Observation
 from pipeline.intake import Rejected, intake
 from pipeline.ops import ResolveRequest, batch_records, customer_ops, identity_requests
 from pipeline.rules import Rules
-from schemas.context import CustomerContext
 
 #: The stages timed, in the order an event meets them.
 STAGES = (
@@ -158,7 +159,7 @@ def run_domain(
             t = _lap(spent, "context fold", t)
             for cid in store.changed:  # derived once, as the worker does (ContextStore)
                 ctx = store.rows[cid] = derive(store.rows[cid], policy)
-                ctx.model_dump_json().encode()
+                context_state.encode(ctx)
             store.changed.clear()
             t = _lap(spent, "context write", t)
     seconds = clock() - started

@@ -46,11 +46,12 @@ from omnistitch.topics import (
     RAW_EVENTS_DLQ,
     TopicSpec,
 )
+from pipeline import context_state, triggers
 from pipeline import metrics as m
-from pipeline import triggers
 from pipeline.context import derive
 from pipeline.context_ops import ContextOps, Sent, erase_ops, resolve_ops, split_ops
 from pipeline.context_policy import ContextPolicy, load_context_policy
+from pipeline.context_state import CustomerContext
 from pipeline.dead_letter import dead_letter
 from pipeline.identity import (
     IdentityEngine,
@@ -75,7 +76,6 @@ from pipeline.rocksdb_memory import STORE_URL, RocksDBMemory
 from pipeline.rules import Rules, load_rules
 from pipeline.table_writer import NOT_STAGED, Table, TableWriter, read_row
 from pipeline.write_behind import WriteBehind
-from schemas.context import CustomerContext
 from schemas.events import RawEvent
 from schemas.identity import Freshness, Merge, Split
 
@@ -610,7 +610,7 @@ class Pipeline:
             raw = self.contexts.get(cid)
         if not isinstance(raw, bytes):  # never stored, or removed in this batch
             return None
-        ctx = self.context_cache[cid] = CustomerContext.model_validate_json(raw)
+        ctx = self.context_cache[cid] = context_state.decode(raw)
         return ctx
 
     def drop(self, cid: str) -> None:
@@ -676,11 +676,9 @@ class Pipeline:
                 self.context_cache[cid] = ctx
                 continue
             if changed and ctx.updated_at != now:  # a trigger recorded in an unchanged one
-                ctx = ctx.model_copy(update={"updated_at": now})
+                ctx = context_state.replace(ctx, updated_at=now)
             # the row's changelog record *is* the view (customer.context)
-            self.context_writer.put(
-                self.contexts, self._partition, cid, ctx.model_dump_json().encode()
-            )
+            self.context_writer.put(self.contexts, self._partition, cid, context_state.encode(ctx))
             self.context_cache[cid] = ctx
         for tier in self.context_tiers:
             tier.flush(partial(self.context_writer.put, cast(Table, tier.table), self._partition))
@@ -711,7 +709,7 @@ class Pipeline:
     def customer_snapshot(self, cid: str) -> dict[str, Any] | None:
         """The stored context of a customer held by this worker, as JSON-ready data."""
         ctx = self.load(cid)
-        return None if ctx is None else ctx.model_dump(mode="json")
+        return None if ctx is None else context_state.to_builtins(ctx)
 
     def now(self) -> datetime:
         return datetime.now(UTC)

@@ -34,15 +34,13 @@ from typing import Any
 from pydantic import JsonValue
 
 from pipeline.context_policy import ContextPolicy, TraitPolicy
-from pipeline.interactions import Contribution, classify
-from schemas.context import (
+from pipeline.context_state import (
     AgentRef,
     Archived,
     Consent,
     CustomerContext,
+    Identifier,
     Interaction,
-    InteractionKind,
-    InteractionStatus,
     Message,
     OpenConversation,
     PendingTrigger,
@@ -52,8 +50,12 @@ from schemas.context import (
     Sighting,
     TimelineEntry,
     TraitValue,
+    replace,
 )
-from schemas.events import Channel, Identifier, RawEvent
+from pipeline.interactions import Contribution, classify
+from schemas.context import InteractionKind, InteractionStatus
+from schemas.events import Channel, RawEvent
+from schemas.events import Identifier as PublicIdentifier
 
 CONTACT_KINDS = ("conversation", "call", "email_thread")
 #: Statuses that end an interaction; a later non-final status does not reopen it.
@@ -85,9 +87,11 @@ _ITEM_ORDER = attrgetter("at", "event_id")
 _START_ORDER = attrgetter("started_at", "interaction_id")
 
 
-def _union_identifiers(a: Iterable[Identifier], b: Iterable[Identifier]) -> list[Identifier]:
+def _union_identifiers(
+    a: Iterable[Identifier], b: Iterable[Identifier | PublicIdentifier]
+) -> list[Identifier]:
     merged: dict[str, Identifier] = {}
-    for ident in (*a, *b):
+    for ident in (*a, *map(Identifier.of, b)):
         prior = merged.get(ident.key)
         if prior is None or (ident.verified and not prior.verified):
             merged[ident.key] = ident
@@ -117,12 +121,12 @@ def reconcile(current: TraitValue | None, seen: TraitValue, policy: TraitPolicy)
     if policy.rule == "most_frequent":
         return _most_frequent([v for v in (current, seen) if v is not None])
     if current is None:
-        return seen.model_copy(update={"rule": policy.rule})
+        return replace(seen, rule=policy.rule)
     if policy.rule == "most_recent":
         newer = _recency(seen) > _recency(current)
-        return (seen if newer else current).model_copy(update={"rule": "most_recent"})
+        return replace(seen if newer else current, rule="most_recent")
     better = (_rank(seen, policy), *_recency(seen)) > (_rank(current, policy), *_recency(current))
-    return (seen if better else current).model_copy(update={"rule": "source_priority"})
+    return replace(seen if better else current, rule="source_priority")
 
 
 def _sighting(value: TraitValue) -> Sighting:
@@ -184,7 +188,7 @@ def consent_of(event: RawEvent) -> Consent | None:
         return None
     return Consent(
         channel=channel,
-        status=status,
+        status="opted_out" if status == "opted_out" else "opted_in",
         event_id=event.event_id,
         source=event.source,
         observed_at=event.occurred_at,
@@ -382,7 +386,7 @@ def _fold(
         update["products"], extra = _capped([*i.products, c.product], n)
         dropped += extra
     update["dropped_items"] = dropped
-    return i.model_copy(update=update)
+    return replace(i, **update)
 
 
 def _merge_interactions(a: Interaction, b: Interaction, policy: ContextPolicy) -> Interaction:
@@ -392,14 +396,15 @@ def _merge_interactions(a: Interaction, b: Interaction, policy: ContextPolicy) -
         (a, b) if (a.last_at, a.interaction_id) <= (b.last_at, b.interaction_id) else (b, a)
     )
     n = policy.items_per_interaction
-    merged = last.model_copy(
-        update={
+    merged = replace(
+        last,
+        **{
             "started_at": min(a.started_at, b.started_at),
             "status": _status(first.status, last.status, True),
             "ivr_path": max(a.ivr_path, b.ivr_path, key=len),
             "event_ids": _recent_ids([*first.event_ids, *last.event_ids], n),
             "identifiers": sorted({*a.identifiers, *b.identifiers}),
-        }
+        },
     )
     update: dict[str, Any] = {}
     for name in ("outcome", "agent_id", "queue", "subject", "transcript", "direction"):
@@ -414,7 +419,7 @@ def _merge_interactions(a: Interaction, b: Interaction, policy: ContextPolicy) -
     update["pages"], p = _capped([*a.pages, *b.pages], n)
     update["products"], q = _capped([*a.products, *b.products], n)
     update["dropped_items"] = a.dropped_items + b.dropped_items + m + p + q
-    return merged.model_copy(update=update)
+    return replace(merged, **update)
 
 
 def _session_gap(i: Interaction, policy: ContextPolicy) -> timedelta | None:
@@ -459,7 +464,7 @@ def _coalesce(
         for session, old_ids in _joined(sessions, policy):
             new_id = _session_id(group, session.started_at)
             renames |= {old: new_id for old in old_ids if old != new_id}
-            out.append(session.model_copy(update={"interaction_id": new_id}))
+            out.append(replace(session, interaction_id=new_id))
     return out, renames
 
 
@@ -488,9 +493,7 @@ def _renamed(
     if not renames:
         return timeline, fired
     entries = [
-        e.model_copy(update={"interaction_id": renames[e.interaction_id]})
-        if e.interaction_id in renames
-        else e
+        replace(e, interaction_id=renames[e.interaction_id]) if e.interaction_id in renames else e
         for e in timeline
     ]
     triggers = []
@@ -504,7 +507,7 @@ def _renamed(
 def _bound(ctx: CustomerContext, policy: ContextPolicy) -> CustomerContext:
     """Apply the window and caps; count what falls out in ``archived``."""
     timeline = sorted(ctx.timeline, key=_ENTRY_ORDER, reverse=True)
-    return ctx.model_copy(update=_bounded(timeline, ctx.interactions, ctx.archived, policy))
+    return replace(ctx, **_bounded(timeline, ctx.interactions, ctx.archived, policy))
 
 
 def _bounded(
@@ -576,7 +579,7 @@ def apply_event(
     ctx: CustomerContext | None,
     customer_id: str,
     event: RawEvent,
-    identifiers: Sequence[Identifier],
+    identifiers: Sequence[Identifier | PublicIdentifier],
     policy: ContextPolicy,
     *,
     derived: bool = True,
@@ -614,8 +617,9 @@ def apply_event(
     # the entry is placed, not the whole timeline sorted again.
     entry = entry_for(event, iid, policy.text_limit)
     timeline = _insert_newest_first(placed["timeline"], entry)
-    updated = ctx.model_copy(
-        update={
+    updated = replace(
+        ctx,
+        **{
             **placed,
             "identifiers": _union_identifiers(ctx.identifiers, identifiers),
             "traits": traits,
@@ -626,7 +630,7 @@ def apply_event(
             "version": ctx.version + 1,
             "timeline": timeline,
             **_bounded(timeline, placed["interactions"], ctx.archived, policy),
-        }
+        },
     )
     return derive(updated, policy) if derived else updated
 
@@ -667,7 +671,7 @@ def absorb(
         return None
     merged = _combine(into, other, policy)
     merged_from = sorted({*merged.merged_from, other.customer_id})
-    return merged.model_copy(update={"merged_from": merged_from})
+    return replace(merged, merged_from=merged_from)
 
 
 def restore(into: CustomerContext, part: CustomerContext, policy: ContextPolicy) -> CustomerContext:
@@ -706,8 +710,9 @@ def _combine(
     newest = [t for t in (a.newest_at, b.newest_at) if t]
     seen = [t for t in (into.first_seen, other.first_seen) if t is not None]
     last = [t for t in (into.last_seen, other.last_seen) if t is not None]
-    combined = into.model_copy(
-        update={
+    combined = replace(
+        into,
+        **{
             "identifiers": _union_identifiers(into.identifiers, other.identifiers),
             "traits": traits,
             "consent": consent,
@@ -726,7 +731,7 @@ def _combine(
             "first_seen": min(seen) if seen else None,
             "last_seen": max(last) if last else None,
             "version": max(into.version, other.version) + 1,
-        }
+        },
     )
     return derive(_bound(combined, policy), policy)
 
@@ -888,7 +893,7 @@ def derive(
     }
     if updated_at is not None:
         update["updated_at"] = updated_at
-    return ctx.model_copy(update=update)
+    return replace(ctx, **update)
 
 
 def _repeat_contact(contacts: list[Interaction], policy: ContextPolicy) -> RepeatContact | None:

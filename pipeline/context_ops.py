@@ -16,6 +16,7 @@ from typing import Protocol
 
 from pipeline import context as ctxlogic
 from pipeline.context_policy import ContextPolicy
+from pipeline.context_state import CustomerContext
 from pipeline.identity import Decision, EraseDecision, SplitDecision
 from pipeline.ops import (
     AbsorbOp,
@@ -30,7 +31,6 @@ from pipeline.ops import (
     SplitOp,
     TickOp,
 )
-from schemas.context import CustomerContext
 
 #: ``redirects`` value of an erased customer id: ops that still reach it are dropped.
 ERASED = "!erased"

@@ -25,17 +25,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline.context_policy import ContextPolicy
-from schemas.context import (
-    InteractionKind,
-    InteractionStatus,
-    Message,
-    PageView,
-    ProductActivity,
-)
+from pipeline.context_state import Message, PageView, ProductActivity
+from schemas.context import Author, InteractionKind, InteractionStatus, ProductAction
 from schemas.events import Channel, RawEvent
 
 #: Segment e-commerce spec event names -> product action.
-PRODUCT_EVENTS = {
+PRODUCT_EVENTS: dict[str, ProductAction] = {
     "Product Viewed": "viewed",
     "Product Clicked": "viewed",
     "Product Added": "added",
@@ -118,7 +113,7 @@ def classify(event: RawEvent, policy: ContextPolicy) -> Contribution | None:
     return None
 
 
-def _message(event: RawEvent, author: str, text: Any, policy: ContextPolicy) -> Message:
+def _message(event: RawEvent, author: Author, text: Any, policy: ContextPolicy) -> Message:
     p = event.properties
     return Message(
         event_id=event.event_id,
@@ -130,7 +125,12 @@ def _message(event: RawEvent, author: str, text: Any, policy: ContextPolicy) -> 
     )
 
 
-_CHAT_AUTHORS = {"visitor": "customer", "customer": "customer", "agent": "agent", "bot": "bot"}
+_CHAT_AUTHORS: dict[str, Author] = {
+    "visitor": "customer",
+    "customer": "customer",
+    "agent": "agent",
+    "bot": "bot",
+}
 
 
 def _webchat(event: RawEvent, policy: ContextPolicy) -> Contribution | None:

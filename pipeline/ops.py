@@ -23,13 +23,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    TypeAdapter,
+    model_validator,
+)
 
+from pipeline import context_state
 from pipeline.identity_state import Evidence, encode
-from schemas.context import CustomerContext
 from schemas.events import Identifier, RawEvent
 from schemas.identity import Evidence as PublicEvidence
 
@@ -40,6 +49,21 @@ def _with_event(head: bytes, identifiers: Sequence[Identifier], event: bytes) ->
     """``{<head>,"identifiers":[...],"event":<event>}``: the event's JSON spliced in as is."""
     ids = _IDENTIFIERS.dump_json(list(identifiers))
     return b"".join((b"{", head, b',"identifiers":', ids, b',"event":', event, b"}"))
+
+
+def _stored_context(value: Any) -> context_state.CustomerContext:
+    if isinstance(value, context_state.CustomerContext):
+        return value
+    return msgspec.convert(value, context_state.CustomerContext, strict=False)
+
+
+#: A context an op hands to another customer: the stage's struct, in the op's JSON as the
+#: context's own (``schemas.context.CustomerContext``).
+StoredContext = Annotated[
+    context_state.CustomerContext,
+    PlainValidator(_stored_context),
+    PlainSerializer(context_state.to_builtins),
+]
 
 
 class _Msg(BaseModel):
@@ -206,7 +230,7 @@ class AbsorbOp(_Msg):
 
     op: Literal["absorb"] = "absorb"
     customer_id: str
-    context: CustomerContext
+    context: StoredContext
     decided_at: int = Field(description="Position of the merge in the identity log.")
 
 
@@ -225,7 +249,7 @@ class RestoreOp(_Msg):
 
     op: Literal["restore"] = "restore"
     customer_id: str
-    context: CustomerContext | None = None  # None: only stop redirecting (sent first)
+    context: StoredContext | None = None  # None: only stop redirecting (sent first)
     split: SplitOp | None = Field(
         default=None,
         description="With the first restore: the split that restored this customer, so a "

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 
 from pipeline.context import derive, trigger_id
 from pipeline.context_policy import ContextPolicy
-from schemas.context import CustomerContext, EngagementTrigger
+from pipeline.context_state import CustomerContext, replace
+from schemas.context import EngagementTrigger
 
 REASONS = {
     "checkout_abandoned": "checkout started and not completed within {m:g} minutes",
@@ -70,9 +71,7 @@ def due_triggers(
         )
     if not decided:
         return [], None
-    updated = ctx.model_copy(
-        update={"fired_triggers": [*fired, *decided][-policy.fired_trigger_limit :]}
-    )
+    updated = replace(ctx, fired_triggers=[*fired, *decided][-policy.fired_trigger_limit :])
     return out, derive(updated, policy)
 
 

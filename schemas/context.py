@@ -31,6 +31,9 @@ InteractionKind = Literal["conversation", "call", "email_thread", "visit", "self
 InteractionStatus = Literal[
     "open", "ended", "abandoned", "answered", "missed", "completed", "resolved", "unresolved"
 ]
+ConsentStatus = Literal["opted_in", "opted_out"]
+Author = Literal["customer", "agent", "bot", "system"]
+ProductAction = Literal["viewed", "added", "removed", "checkout_started", "order_completed"]
 
 
 class _Model(BaseModel):
@@ -74,7 +77,7 @@ class Consent(_Model):
     """A customer's latest consent decision for one channel (SMS STOP, email unsubscribe)."""
 
     channel: str = Field(description="sms, email, whatsapp, voice, messenger, ...")
-    status: Literal["opted_in", "opted_out"]
+    status: ConsentStatus
     event_id: str
     source: str
     observed_at: AwareDatetime
@@ -103,7 +106,7 @@ class Message(_Model):
 
     event_id: str
     at: AwareDatetime
-    author: Literal["customer", "agent", "bot", "system"]
+    author: Author
     text: str | None = None
     agent_id: str | None = None
     agent_name: str | None = None
@@ -126,7 +129,7 @@ class ProductActivity(_Model):
 
     event_id: str
     at: AwareDatetime
-    action: Literal["viewed", "added", "removed", "checkout_started", "order_completed"]
+    action: ProductAction
     product_id: str | None = None
     name: str | None = None
     price: float | None = None

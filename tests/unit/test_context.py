@@ -4,7 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 from pipeline.context import absorb, apply_event
 from pipeline.context_policy import ContextPolicy
-from schemas.context import CustomerContext
+from pipeline.context_state import CustomerContext
+from pipeline.context_state import Identifier as StoredIdentifier
 from schemas.events import Channel, Identifier, RawEvent
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -40,7 +41,7 @@ def test_timeline_is_newest_first_whatever_the_arrival_order() -> None:
     assert ctx.channel_counts == {"web": 2, "chat": 1}
     assert ctx.first_seen == T0 + timedelta(minutes=1)
     assert ctx.last_seen == T0 + timedelta(minutes=3)
-    assert ctx.identifiers == [EMAIL]
+    assert ctx.identifiers == [StoredIdentifier.of(EMAIL)]
 
 
 def test_duplicate_event_changes_nothing() -> None:

@@ -29,6 +29,7 @@ from connectors.tracking import segment
 from connectors.twilio import sms, voice
 from connectors.webchat import events as webchat
 from connectors.webchat.identity import identifier_hash
+from pipeline import context_state
 from pipeline.context import (
     absorb,
     apply_event,
@@ -44,8 +45,9 @@ from pipeline.context_policy import (
     TriggerPolicy,
     load_context_policy,
 )
+from pipeline.context_state import CustomerContext, Interaction, TraitValue
 from pipeline.triggers import due_triggers, next_due
-from schemas.context import CustomerContext, Interaction, TraitValue
+from schemas.context import CustomerContext as PublicContext
 from schemas.events import Channel, Identifier, RawEvent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -322,6 +324,38 @@ def test_one_timeline_across_every_channel_newest_first() -> None:
         "user_id:user-42",
         f"whatsapp:{PHONE}",
     }
+
+
+def test_a_folded_context_is_the_json_the_public_model_reads_and_writes() -> None:
+    """The stage's struct (pipeline/context_state.py) against the public model, on a
+    context that has every part: each channel's interactions, messages, pages, products,
+    an IVR path, traits by each rule, consent, a pending trigger and derived routing."""
+    ctx = fold(
+        [
+            page("p1", 0, "Orders", "https://acme.example/orders", category="help"),
+            said("c1", 2, "visitor", "Where is my order?"),
+            said("c2", 3, "agent", "Let me check.", agent_id="ag-1", agent_name="Dana"),
+            *texts("SM1", 5, "Any news on my order?"),
+            *texts("SM2", 6, "STOP"),
+            twilio_call("CA1", "ringing", 8),
+            gather("GA1", 8.5, "menu", "2"),
+            twilio_call("CA1", "no-answer", 9),
+            cti_event("x1", "answered", 10, customer={"phone": PHONE, "name": "Ann Example"}),
+            mail("m1@mail.example", 12, "Order 1234", "Still waiting."),
+            whatsapp_message("wamid.1", 15, "Hello?"),
+            track("t1", 16, "Checkout Started", products=[{"product_id": "sku-1", "price": 9.5}]),
+            identify("i1", 17, language="fr", city="Paris", vip=True),
+        ]
+    )
+    assert ctx.routing.language == "fr"
+    assert ctx.routing.vip
+    assert ctx.pending_triggers
+    assert ctx.consent["sms"].status == "opted_out"
+    assert {i.kind for i in ctx.interactions} >= {"visit", "conversation", "call"}
+    raw = context_state.encode(ctx)
+    model = PublicContext.model_validate_json(raw)
+    assert model.model_dump_json().encode() == raw
+    assert context_state.decode(raw) == ctx
 
 
 def test_chat_conversation_keeps_authors_text_and_agent() -> None:
@@ -1299,7 +1333,7 @@ def test_a_long_history_stays_bounded_and_every_event_is_counted() -> None:
         ctx = apply_event(ctx, "cus_1", event, event.identifiers, policy) or ctx
     assert ctx is not None
 
-    size = len(ctx.model_dump_json())
+    size = len(context_state.encode(ctx))
     assert size < 300_000, size
     assert len(ctx.timeline) == policy.timeline_limit
     assert len(ctx.interactions) <= policy.interaction_limit
@@ -1367,7 +1401,7 @@ def test_a_timeline_entry_does_not_carry_a_whole_mail_or_transcript() -> None:
     assert len(trimmed) <= 50
     assert len(json.dumps(trimmed)) < 50 * 600
     assert one(ctx, "email:").messages[0].text == "x" * 500
-    assert len(ctx.model_dump_json()) < 150_000
+    assert len(context_state.encode(ctx)) < 150_000
 
 
 # == split and restore =====================================================================
