@@ -51,7 +51,7 @@ from pipeline import metrics as m
 from pipeline.context import derive
 from pipeline.context_ops import ContextOps, Sent, erase_ops, resolve_ops, split_ops
 from pipeline.context_policy import ContextPolicy, load_context_policy
-from pipeline.context_state import CustomerContext
+from pipeline.context_state import CustomerContext, Event
 from pipeline.dead_letter import dead_letter
 from pipeline.identity import (
     IdentityEngine,
@@ -76,7 +76,6 @@ from pipeline.rocksdb_memory import STORE_URL, RocksDBMemory
 from pipeline.rules import Rules, load_rules
 from pipeline.table_writer import NOT_STAGED, Table, TableWriter, read_row
 from pipeline.write_behind import WriteBehind
-from schemas.events import RawEvent
 from schemas.identity import Freshness, Merge, Split
 
 log = logging.getLogger(__name__)
@@ -384,7 +383,7 @@ class Pipeline:
         self._partition = 0
         self._triggers_sent = False
         # Events the batch folded, counted (and their latency observed) once it is written.
-        self._folded: list[RawEvent] = []
+        self._folded: list[Event] = []
 
         async def forget_cached(_sender: Any, *args: Any, **_kw: Any) -> None:
             self.context_cache.clear()
@@ -704,7 +703,7 @@ class Pipeline:
                 await self._send_op(TickOp(customer_id=cid))
 
     async def _send_op(self, op: AnyCustomerOp) -> None:
-        await self.ops_topic.send(key=op.customer_id, value=op.model_dump_json().encode())
+        await self.ops_topic.send(key=op.customer_id, value=encode_op(op))
 
     def customer_snapshot(self, cid: str) -> dict[str, Any] | None:
         """The stored context of a customer held by this worker, as JSON-ready data."""

@@ -39,6 +39,7 @@ from pipeline.context_state import (
     Archived,
     Consent,
     CustomerContext,
+    Event,
     Identifier,
     Interaction,
     Message,
@@ -174,7 +175,7 @@ def _most_frequent(values: Sequence[TraitValue]) -> TraitValue:
 
 
 # -- consent -----------------------------------------------------------------------------
-def consent_of(event: RawEvent) -> Consent | None:
+def consent_of(event: Event | RawEvent) -> Consent | None:
     """The consent decision an event carries: SMS STOP/START, an email unsubscribe."""
     p = event.properties
     status: str | None = None
@@ -209,7 +210,7 @@ _TRANSCRIPT_LINE = re.compile(r"#\d+$")
 
 
 def entry_for(
-    event: RawEvent, interaction_id: str | None = None, text_limit: int = 2_000
+    event: Event, interaction_id: str | None = None, text_limit: int = 2_000
 ) -> TimelineEntry:
     """The timeline entry an event contributes, its properties trimmed (:func:`_compact`)."""
     return TimelineEntry(
@@ -339,7 +340,7 @@ def _fold(
     found: Interaction | None,
     iid: str,
     c: Contribution,
-    event: RawEvent,
+    event: Event,
     policy: ContextPolicy,
 ) -> Interaction:
     at = event.occurred_at
@@ -578,7 +579,7 @@ def _too_old(ctx: CustomerContext, at: datetime, event_id: str, policy: ContextP
 def apply_event(
     ctx: CustomerContext | None,
     customer_id: str,
-    event: RawEvent,
+    event: Event | RawEvent,
     identifiers: Sequence[Identifier | PublicIdentifier],
     policy: ContextPolicy,
     *,
@@ -586,11 +587,14 @@ def apply_event(
 ) -> CustomerContext | None:
     """Fold one event into a customer's context; ``None`` when it changes nothing.
 
-    ``derived=False`` leaves ``routing`` and ``pending_triggers`` as they were, for a caller
-    that folds several events of a customer and derives them once (:func:`derive`) before
-    the context is read or written: the context stage derives each context once per batch.
+    The context stage passes the event as it decoded it (``context_state.Event``); the
+    public model is converted (tests, tools). ``derived=False`` leaves ``routing`` and
+    ``pending_triggers`` as they were, for a caller that folds several events of a customer
+    and derives them once (:func:`derive`) before the context is read or written: the
+    context stage derives each context once per batch.
     """
     ctx = ctx or CustomerContext(customer_id=customer_id)
+    event = Event.of(event)
     if event.event_id in [e.event_id for e in ctx.timeline]:
         return None
     if _too_old(ctx, event.occurred_at, event.event_id, policy):
@@ -636,7 +640,7 @@ def apply_event(
 
 
 def _place(
-    ctx: CustomerContext, event: RawEvent, policy: ContextPolicy
+    ctx: CustomerContext, event: Event, policy: ContextPolicy
 ) -> tuple[dict[str, Any], str | None]:
     """The interactions once ``event`` is folded into the one it belongs to (and sessions
     it joins are coalesced: timeline and fired triggers follow), and that interaction."""

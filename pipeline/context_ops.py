@@ -16,7 +16,7 @@ from typing import Protocol
 
 from pipeline import context as ctxlogic
 from pipeline.context_policy import ContextPolicy
-from pipeline.context_state import CustomerContext
+from pipeline.context_state import CustomerContext, replace
 from pipeline.identity import Decision, EraseDecision, SplitDecision
 from pipeline.ops import (
     AbsorbOp,
@@ -30,6 +30,8 @@ from pipeline.ops import (
     RestoreOp,
     SplitOp,
     TickOp,
+    decode_split,
+    encode_op,
 )
 
 #: ``redirects`` value of an erased customer id: ops that still reach it are dropped.
@@ -137,7 +139,7 @@ class ContextOps:
             self._divide(op, split, moved_to, send)  # here first, even if merged away since
         elif moved_to is not None and isinstance(op, EventOp | AbsorbOp | SplitOp):
             # Raced with a merge: this customer's context now lives at the survivor.
-            send(op.model_copy(update={"customer_id": moved_to}))
+            send(replace(op, customer_id=moved_to))
         elif isinstance(op, EventOp):
             self._on_event(op)
         elif isinstance(op, MergeOp):
@@ -190,7 +192,7 @@ class ContextOps:
     def _split_since(self, op: AbsorbOp) -> SplitOp | None:
         """This customer's last split, if it was decided after the merge ``op`` brings."""
         raw = self.last_splits.get(op.customer_id)
-        split = None if raw is None else SplitOp.model_validate_json(raw)
+        split = None if raw is None else decode_split(raw)
         return split if split is not None and op.decided_at < split.decided_at else None
 
     def _divide(self, op: AbsorbOp, split: SplitOp, moved_to: str | None, send: Send) -> None:
@@ -217,7 +219,7 @@ class ContextOps:
 
     def _on_split(self, op: SplitOp, send: Send) -> None:
         cid = op.customer_id
-        self.last_splits[cid] = op.model_dump_json().encode()
+        self.last_splits[cid] = encode_op(op)
         current = self.store.load(cid)
         if current is None:
             return
@@ -238,7 +240,7 @@ class ContextOps:
             # a merge of this piece decided after the split (the first restore, on this
             # partition, had lifted the redirect before): the part follows the merge, as a
             # restore (folded by event id: an absorb counts a merged-away id only once).
-            send(op.model_copy(update={"customer_id": moved[0]}))
+            send(replace(op, customer_id=moved[0]))
             return
         if op.context is None or op.split is not None:
             self.redirects.pop(cid, None)  # the first restore; a part may have overtaken it
@@ -246,7 +248,7 @@ class ContextOps:
             # A merge into this customer decided before the split that restored it may
             # still be on its way (it travels through the merged customer's partition):
             # _divide divides it the way the split divided the rest.
-            self.last_splits[cid] = op.split.model_dump_json().encode()
+            self.last_splits[cid] = encode_op(op.split)
         if op.context is not None:
             current = self.store.load(cid) or CustomerContext(customer_id=cid)
             self.store.store(cid, ctxlogic.restore(current, op.context, self.policy))

@@ -32,7 +32,7 @@ from schemas.context import (
     ProductAction,
     TraitRule,
 )
-from schemas.events import Channel
+from schemas.events import Channel, RawEvent
 from schemas.events import Identifier as PublicIdentifier
 
 replace = msgspec.structs.replace
@@ -54,6 +54,31 @@ class Identifier(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_field
         if isinstance(ident, Identifier):
             return ident
         return cls(type=ident.type, value=ident.value, verified=ident.verified)
+
+
+class Event(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``schemas.events.RawEvent`` as the context stage folds it: decoded from the bytes the
+    connector sent, which ingest validated with the public model (``ops.customer_ops``)."""
+
+    schema_version: Literal[1] = 1
+    event_id: str
+    channel: Channel
+    source: str
+    kind: str
+    name: str | None = None
+    occurred_at: datetime
+    received_at: datetime
+    identifiers: list[Identifier] = msgspec.field(default_factory=list)
+    traits: dict[str, Any] = msgspec.field(default_factory=dict)
+    properties: dict[str, Any] = msgspec.field(default_factory=dict)
+    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, event: RawEvent | Event) -> Event:
+        """``event`` as the stage folds it (the public model converted: tests, tools)."""
+        if isinstance(event, Event):
+            return event
+        return _EVENT.decode(event.model_dump_json())
 
 
 class Sighting(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -228,6 +253,7 @@ class CustomerContext(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 _DECODER = msgspec.json.Decoder(CustomerContext)
+_EVENT = msgspec.json.Decoder(Event)
 _ENCODER = msgspec.json.Encoder()
 
 

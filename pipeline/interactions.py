@@ -25,9 +25,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline.context_policy import ContextPolicy
-from pipeline.context_state import Message, PageView, ProductActivity
+from pipeline.context_state import Event, Message, PageView, ProductActivity
 from schemas.context import Author, InteractionKind, InteractionStatus, ProductAction
-from schemas.events import Channel, RawEvent
+from schemas.events import Channel
 
 #: Segment e-commerce spec event names -> product action.
 PRODUCT_EVENTS: dict[str, ProductAction] = {
@@ -87,7 +87,7 @@ def _at(value: Any, default: datetime) -> datetime:
     return default
 
 
-def _visitor(event: RawEvent) -> str:
+def _visitor(event: Event) -> str:
     by_type = {i.type: i.key for i in event.identifiers}
     for kind in ("anonymous_id", "user_id", "email", "phone"):
         if kind in by_type:
@@ -95,7 +95,7 @@ def _visitor(event: RawEvent) -> str:
     return event.identifiers[0].key if event.identifiers else event.event_id
 
 
-def classify(event: RawEvent, policy: ContextPolicy) -> Contribution | None:
+def classify(event: Event, policy: ContextPolicy) -> Contribution | None:
     """The interaction ``event`` contributes to, or None for timeline-only events."""
     match event.source:
         case "webchat":
@@ -113,7 +113,7 @@ def classify(event: RawEvent, policy: ContextPolicy) -> Contribution | None:
     return None
 
 
-def _message(event: RawEvent, author: Author, text: Any, policy: ContextPolicy) -> Message:
+def _message(event: Event, author: Author, text: Any, policy: ContextPolicy) -> Message:
     p = event.properties
     return Message(
         event_id=event.event_id,
@@ -133,7 +133,7 @@ _CHAT_AUTHORS: dict[str, Author] = {
 }
 
 
-def _webchat(event: RawEvent, policy: ContextPolicy) -> Contribution | None:
+def _webchat(event: Event, policy: ContextPolicy) -> Contribution | None:
     p = event.properties
     conversation = _str(p.get("conversation_id"))
     if conversation is None:
@@ -181,7 +181,7 @@ def _webchat(event: RawEvent, policy: ContextPolicy) -> Contribution | None:
     return c
 
 
-def _thread_message(event: RawEvent, policy: ContextPolicy) -> Contribution | None:
+def _thread_message(event: Event, policy: ContextPolicy) -> Contribution | None:
     """SMS, WhatsApp and Messenger messages: threads per customer address."""
     p = event.properties
     direction = str(p.get("direction") or "inbound").lower()
@@ -216,7 +216,7 @@ _TWILIO_CALL: dict[str, InteractionStatus] = {
 }
 
 
-def _twilio_voice(event: RawEvent) -> Contribution | None:
+def _twilio_voice(event: Event) -> Contribution | None:
     p = event.properties
     call_sid = _str(p.get("call_sid")) or _str(event.payload.get("CallSid"))
     if call_sid is None:
@@ -250,7 +250,7 @@ _CTI: dict[str, InteractionStatus] = {
 }
 
 
-def _cti(event: RawEvent) -> Contribution | None:
+def _cti(event: Event) -> Contribution | None:
     p = event.properties
     interaction = _str(p.get("interaction_id"))
     if interaction is None:
@@ -286,7 +286,7 @@ def _cti(event: RawEvent) -> Contribution | None:
     return c
 
 
-def _email(event: RawEvent, policy: ContextPolicy) -> Contribution:
+def _email(event: Event, policy: ContextPolicy) -> Contribution:
     p = event.properties
     thread = _str(p.get("thread_id")) or event.event_id
     inbound = str(p.get("direction") or "inbound") == "inbound"
@@ -303,7 +303,7 @@ def _email(event: RawEvent, policy: ContextPolicy) -> Contribution:
     )
 
 
-def _tracking(event: RawEvent, policy: ContextPolicy) -> Contribution | None:
+def _tracking(event: Event, policy: ContextPolicy) -> Contribution | None:
     p = event.properties
     visit = Contribution(
         key=f"visit:{_visitor(event).split(':', 1)[-1]}",
@@ -353,13 +353,13 @@ def _tracking(event: RawEvent, policy: ContextPolicy) -> Contribution | None:
     return None
 
 
-def _category(event: RawEvent) -> str | None:
+def _category(event: Event) -> str | None:
     """A page's category: Segment sends it beside ``name`` (``analytics.page(category=...)``),
     not in ``properties``; some clients put it in ``properties``."""
     return _str(event.properties.get("category")) or _str(event.payload.get("category"))
 
 
-def _page(event: RawEvent) -> PageView:
+def _page(event: Event) -> PageView:
     p = event.properties
     return PageView(
         event_id=event.event_id,

@@ -14,6 +14,7 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from pipeline.context_state import Event
 from schemas.events import RawEvent
 
 STAGE_EVENTS = Counter(
@@ -162,7 +163,7 @@ def events_in(events: Iterable[tuple[str, RawEvent]]) -> None:
         EVENTS_IN.labels(*labels).inc(n)
 
 
-def events_out(topic: str, events: Iterable[RawEvent], now: datetime | None = None) -> None:
+def events_out(topic: str, events: Iterable[RawEvent | Event], now: datetime | None = None) -> None:
     """Count events whose customer view was published, and observe each one's end-to-end
     latency (a connector clock ahead of the worker's counts as 0)."""
     at = (now or datetime.now(UTC)).timestamp()
