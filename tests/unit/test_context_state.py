@@ -36,6 +36,7 @@ PAIRS: list[tuple[type[msgspec.Struct], type[BaseModel]]] = [
     (stored.Routing, public.Routing),
     (stored.PendingTrigger, public.PendingTrigger),
     (stored.CustomerContext, public.CustomerContext),
+    (stored.Event, events.RawEvent),  # an event as the context stage folds it
 ]
 
 
