@@ -12,7 +12,9 @@ Their JSON is the JSON the pydantic models wrote before (same fields, same order
 timestamp format), so rows stored by either read back with the other, and the links and
 rejected links mirror the public models in ``schemas/identity.py`` that the query API
 serves (``to_public``). ``tests/unit/test_identity_state.py`` holds the two to it. Every
-record is keyword-only and refuses unknown fields, as the public models do (``extra=forbid``).
+record is keyword-only and refuses unknown fields, as the public models do (``extra=forbid``),
+and none is tracked by the cycle collector (``gc=False``; a record is a tree, as a
+context is: ``pipeline/context_state.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from schemas.identity import Evidence as PublicEvidence
 from schemas.identity import RejectReason
 
 
-class Evidence(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+class Evidence(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, gc=False):
     """Where a link came from (``schemas.identity.Evidence``)."""
 
     event_id: str
@@ -52,7 +54,7 @@ class Evidence(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
         return PublicEvidence(**msgspec.structs.asdict(self))
 
 
-class Link(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+class Link(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, gc=False):
     """An accepted link: the identifiers one event joined (``schemas.identity.Link``)."""
 
     link_id: str
@@ -62,7 +64,7 @@ class Link(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
     evidence: Evidence
 
 
-class RejectedLink(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+class RejectedLink(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, gc=False):
     """A link the guard rails refused (``schemas.identity.RejectedLink``)."""
 
     identifier: str
@@ -72,13 +74,13 @@ class RejectedLink(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     evidence: Evidence
 
 
-class IdentifierState(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class IdentifierState(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
     verified: bool
     first_seen: datetime
     last_seen: datetime
 
 
-class CustomerNode(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class CustomerNode(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
     """A root customer's identity: its identifiers and the evidence for each."""
 
     customer_id: str
@@ -100,7 +102,7 @@ class CustomerNode(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return ids
 
 
-class HubState(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class HubState(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
     sightings: dict[str, datetime] = msgspec.field(default_factory=dict)
     quarantined_at: datetime | None = None
 

@@ -102,14 +102,14 @@ OPERATOR_REQUEST: TypeAdapter[SplitRequest | EraseRequest] = TypeAdapter(
 MAX_REQUESTS_PER_RECORD = 1 << 16
 
 
-class _Record(msgspec.Struct):
+class _Record(msgspec.Struct, gc=False):
     """An identity-log record: one request, or ``{"op":"batch","requests":[...]}``."""
 
     op: str
     requests: list[msgspec.Raw] | None = None
 
 
-class _Request(msgspec.Struct):
+class _Request(msgspec.Struct, gc=False):
     """One request, its parts left undecoded (and the event never decoded)."""
 
     op: str
@@ -157,7 +157,14 @@ def _request(part: msgspec.Raw) -> AnyIdentityRequest:
 # -- customer ops (key: customer id) -------------------------------------------------------
 # msgspec structs, tagged by ``op``: the context stage decodes one per event, and the
 # pydantic models they replaced took 21 µs an event to (the event validated a second time).
-class _Op(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, tag_field="op"):
+class _Op(
+    msgspec.Struct,
+    kw_only=True,
+    frozen=True,
+    forbid_unknown_fields=True,
+    tag_field="op",
+    gc=False,  # a tree, like the context it may carry (pipeline/context_state.py)
+):
     customer_id: str
 
 
@@ -246,7 +253,9 @@ class TickOp(_Op, kw_only=True, frozen=True, tag="tick"):
 AnyCustomerOp = EventOp | MergeOp | AbsorbOp | SplitOp | RestoreOp | RedirectOp | EraseOp | TickOp
 
 
-class OpBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="op", tag="batch"):
+class OpBatch(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="op", tag="batch", gc=False
+):
     """Ops for customers of one ops-topic partition, applied in order."""
 
     ops: list[AnyCustomerOp]

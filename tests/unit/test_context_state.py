@@ -13,6 +13,8 @@ import pytest
 from pydantic import BaseModel
 
 from pipeline import context_state as stored
+from pipeline import identity_state as identity_records
+from pipeline import ops
 from pipeline.ops import AbsorbOp, RestoreOp, customer_ops, encode_op
 from schemas import context as public
 from schemas import events
@@ -121,3 +123,26 @@ def test_ops_carry_a_context_as_its_own_json() -> None:
         [back] = customer_ops(wire)
         assert back == op
         assert isinstance(back.context, stored.CustomerContext)
+
+
+def _structs_of(module: Any) -> list[type[msgspec.Struct]]:
+    return [
+        v
+        for v in vars(module).values()
+        if isinstance(v, type) and issubclass(v, msgspec.Struct) and v.__module__ == module.__name__
+    ]
+
+
+#: Every record the stages keep or pass between them (the ops' private base included).
+RECORDS = [*_structs_of(stored), *_structs_of(identity_records), *_structs_of(ops)]
+
+
+def test_the_records_checked_include_each_kind() -> None:
+    assert {stored.CustomerContext, identity_records.CustomerNode, ops.AbsorbOp} <= set(RECORDS)
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda t: t.__name__)
+def test_no_stored_record_is_tracked_by_the_cycle_collector(record: type[msgspec.Struct]) -> None:
+    """A record is a tree (no cycles): the collector need not walk the parsed contexts and
+    nodes the stages cache (pipeline/context_state.py says what it saved)."""
+    assert record.__struct_config__.gc is False, record.__name__
