@@ -15,6 +15,8 @@ PURE = [
     "pipeline.rules",
     "pipeline.identity",
     "pipeline.context",
+    "pipeline.context_state",
+    "pipeline.identity_state",
     "pipeline.context_ops",
     "pipeline.intake",
     "pipeline.gc_policy",
