@@ -10,10 +10,11 @@ a bench drain took 20.8 µs to decode, 14.0 to encode and 2.0 to copy with a cha
 ``schemas/context.py`` stays the public contract: what subscribers of ``customer.context``
 and the query API's clients read, its JSON Schema exported for them. These structs write
 the same JSON (the same fields in the same order, the same defaults, the same timestamp
-format), so rows stored by either read back with the other and a subscriber sees no
-difference; ``tests/unit/test_context_state.py`` holds each struct to its model. The
-public models validate what comes in from outside; these hold only what the pipeline wrote
-itself, so they carry no validation beyond their types.
+and string escapes; the same bytes but for one spelling, a float of 1e16 or more written
+``1e22`` where pydantic writes ``1e+22``), so rows stored by either read back with the
+other and a subscriber sees no difference; ``tests/unit/test_context_state.py`` holds
+each struct to its model. The public models validate what comes in from outside; these
+hold only what the pipeline wrote itself, so they carry no validation beyond their types.
 
 None of them is tracked by the cycle collector (``gc=False``): a context is a tree of
 records, lists and dicts that never refers back to itself, and the collector need not walk

@@ -5,6 +5,7 @@ in tests/unit/test_context_merge.py."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -146,3 +147,27 @@ def test_no_stored_record_is_tracked_by_the_cycle_collector(record: type[msgspec
     """A record is a tree (no cycles): the collector need not walk the parsed contexts and
     nodes the stages cache (pipeline/context_state.py says what it saved)."""
     assert record.__struct_config__.gc is False, record.__name__
+
+
+def _with_value(module: Any, value: Any) -> Any:
+    """A context (of ``module``'s models) holding ``value`` as a string and a trait."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    trait = module.TraitValue(value=value, event_id="e", channel=events.Channel.WEB, observed_at=at)
+    return module.CustomerContext(customer_id=str(value), traits={"t": trait})
+
+
+@pytest.mark.parametrize("text", ["Zoë 😀", "\x00\x1f\x7f", '\u2028 "q" \\ </script>'])
+def test_text_is_written_as_pydantic_writes_it(text: str) -> None:
+    assert stored.encode(_with_value(stored, text)) == (
+        _with_value(public, text).model_dump_json().encode()
+    )
+
+
+@pytest.mark.parametrize("number", [0.30000000000000004, 1e-7, 123456789.125, -0.0, 2.0, 1e22])
+def test_a_number_reads_back_as_the_same_number(number: float) -> None:
+    """The same bytes, but for one spelling: a float of 1e16 or more is written ``1e22``
+    where pydantic writes ``1e+22`` (both JSON, the same number to any reader)."""
+    mine = stored.encode(_with_value(stored, number))
+    theirs = _with_value(public, number).model_dump_json().encode()
+    assert json.loads(mine) == json.loads(theirs)
+    assert (mine == theirs) is (abs(number) < 1e16)
