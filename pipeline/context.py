@@ -40,7 +40,6 @@ from pipeline.context_state import (
     Consent,
     CustomerContext,
     Event,
-    Identifier,
     Interaction,
     Message,
     OpenConversation,
@@ -53,6 +52,7 @@ from pipeline.context_state import (
     TraitValue,
     replace,
 )
+from pipeline.identity_state import Identifier
 from pipeline.interactions import Contribution, classify
 from schemas.context import InteractionKind, InteractionStatus
 from schemas.events import Channel, RawEvent

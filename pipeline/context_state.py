@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from pipeline.identity_state import Identifier
 from schemas import context as public
 from schemas.context import (
     Author,
@@ -40,27 +41,8 @@ from schemas.context import (
     TraitRule,
 )
 from schemas.events import Channel, RawEvent
-from schemas.events import Identifier as PublicIdentifier
 
 replace = msgspec.structs.replace
-
-
-class Identifier(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, gc=False):
-    """``schemas.events.Identifier``: one identifier stitched to the customer."""
-
-    type: str
-    value: str
-    verified: bool = False
-
-    @property
-    def key(self) -> str:
-        return f"{self.type}:{self.value}"
-
-    @classmethod
-    def of(cls, ident: PublicIdentifier | Identifier) -> Identifier:
-        if isinstance(ident, Identifier):
-            return ident
-        return cls(type=ident.type, value=ident.value, verified=ident.verified)
 
 
 class Event(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):

@@ -41,6 +41,7 @@ from datetime import datetime, timedelta
 import msgspec
 
 from pipeline.identity_state import (
+    AnyIdentifier,
     CustomerNode,
     Evidence,
     HubState,
@@ -54,7 +55,6 @@ from pipeline.identity_state import (
 )
 from pipeline.lru import Lru
 from pipeline.rules import Rules, Trust, TypeRule, suppression_hash
-from schemas.events import Identifier
 from schemas.identity import Evidence as PublicEvidence
 from schemas.identity import (
     Freshness,
@@ -109,7 +109,7 @@ class IdentityTables:
 class Observation:
     """What the engine needs of an event: its normalised identifiers and its evidence."""
 
-    identifiers: Sequence[Identifier]
+    identifiers: Sequence[AnyIdentifier]
     evidence: Evidence | PublicEvidence  # the worker's requests carry the struct
 
     def stored_evidence(self) -> Evidence:
@@ -333,7 +333,7 @@ class IdentityEngine:
         suppressed = len(keyed) - len(usable)
         rejected: list[RejectedLink] = []
         presented_hubs: list[str] = []
-        candidates: list[tuple[Identifier, str, TypeRule]] = []
+        candidates: list[tuple[AnyIdentifier, str, TypeRule]] = []
         for ident, key in usable:
             rule = self.rules.rule(ident.type)
             if rule is None:
@@ -352,7 +352,7 @@ class IdentityEngine:
         union = _Union(self.rules, at)
         roots: list[str] = []
         nodes: dict[str, CustomerNode] = {}
-        accepted: list[tuple[Identifier, str]] = []
+        accepted: list[tuple[AnyIdentifier, str]] = []
         for ident, key, rule in candidates:
             verified = ident.verified or rule.trust is Trust.VERIFIED
             owner = self.lookup(key)

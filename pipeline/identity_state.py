@@ -1,5 +1,7 @@
 """The identity engine's stored records, as msgspec structs: a customer's node and a hub's
-sightings, with the links (and their evidence) a node keeps.
+sightings, with the links (and their evidence) a node keeps; and an identifier as the
+stages pass it (a request's, an op's, a context's), the JSON ``schemas.events.Identifier``
+writes, read without pydantic's validation (ingest validated it).
 
 These are rows of the identity tables (``identity-nodes``, ``identity-hubs``), read and
 rewritten by the identity stage on most events: a node is decoded when its customer is
@@ -26,8 +28,32 @@ import msgspec
 from pydantic import BaseModel
 
 from schemas.events import Channel
+from schemas.events import Identifier as PublicIdentifier
 from schemas.identity import Evidence as PublicEvidence
 from schemas.identity import RejectReason
+
+
+class Identifier(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, gc=False):
+    """``schemas.events.Identifier``: one identifier of an event, normalised by ingest (the
+    requests and ops carry it), or stitched to a customer (its context lists them)."""
+
+    type: str
+    value: str
+    verified: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.type}:{self.value}"
+
+    @classmethod
+    def of(cls, ident: PublicIdentifier | Identifier) -> Identifier:
+        if isinstance(ident, Identifier):
+            return ident
+        return cls(type=ident.type, value=ident.value, verified=ident.verified)
+
+
+#: An identifier as the stages pass it, or as a test or tool built it (the public model).
+AnyIdentifier = Identifier | PublicIdentifier
 
 
 class Evidence(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, gc=False):
@@ -120,7 +146,7 @@ def decode_hub(raw: bytes) -> HubState:
     return _HUB.decode(raw)
 
 
-def encode(record: msgspec.Struct) -> bytes:
+def encode(record: msgspec.Struct | list[Identifier]) -> bytes:
     """A record's JSON, as stored (and as a request carries its evidence)."""
     return _ENCODER.encode(record)
 

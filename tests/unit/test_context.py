@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from pipeline.context import absorb, apply_event
 from pipeline.context_policy import ContextPolicy
 from pipeline.context_state import CustomerContext
-from pipeline.context_state import Identifier as StoredIdentifier
+from pipeline.identity_state import Identifier as StoredIdentifier
 from schemas.events import Channel, Identifier, RawEvent
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -22,7 +22,7 @@ from schemas import events
 from tests import context_samples as samples
 
 PAIRS: list[tuple[type[msgspec.Struct], type[BaseModel]]] = [
-    (stored.Identifier, events.Identifier),
+    (identity_records.Identifier, events.Identifier),
     (stored.Sighting, public.Sighting),
     (stored.TraitValue, public.TraitValue),
     (stored.Consent, public.Consent),

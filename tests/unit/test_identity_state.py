@@ -8,12 +8,14 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from pipeline.identity_state import (
+    AnyIdentifier,
     CustomerNode,
     Evidence,
     HubState,
+    Identifier,
     IdentifierState,
     Link,
     RejectedLink,
@@ -23,6 +25,7 @@ from pipeline.identity_state import (
     to_public,
 )
 from pipeline.ops import ResolveRequest, identity_requests
+from schemas import events
 from schemas import identity as public
 from schemas.events import Channel
 
@@ -146,3 +149,30 @@ def test_a_request_written_with_the_pydantic_evidence_decodes_to_the_struct() ->
     assert request.evidence == Evidence.of(EVIDENCE)
     assert request.event == event
     assert request.encode() == old
+
+
+def test_identifiers_travel_as_structs_in_the_json_pydantic_wrote() -> None:
+    """A request's identifiers (pydantic from ingest's normaliser, or structs) are written
+    as the public model writes them and read back as structs with the same keys."""
+    given: list[AnyIdentifier] = [
+        events.Identifier(type="email", value="a@x.com"),
+        Identifier(type="phone", value="+14155550100", verified=True),
+    ]
+    as_pydantic = [
+        events.Identifier(type=i.type, value=i.value, verified=i.verified) for i in given
+    ]
+    event = events.RawEvent(
+        event_id="evt-1",
+        channel=Channel.CHAT,
+        source="webchat",
+        kind="message",
+        occurred_at=AT,
+        received_at=AT,
+    )
+    wire = ResolveRequest.of(event, given, EVIDENCE).encode()
+    assert TypeAdapter(list[events.Identifier]).dump_json(as_pydantic) in wire
+    (request,) = identity_requests(wire)
+    assert isinstance(request, ResolveRequest)
+    assert all(isinstance(i, Identifier) for i in request.identifiers)
+    assert [i.key for i in request.identifiers] == ["email:a@x.com", "phone:+14155550100"]
+    assert [i.verified for i in request.identifiers] == [False, True]
