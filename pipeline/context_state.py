@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from pipeline import identity_state
 from pipeline.identity_state import Identifier
 from schemas import context as public
 from schemas.context import (
@@ -243,7 +244,6 @@ class CustomerContext(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
 
 _DECODER = msgspec.json.Decoder(CustomerContext)
 _EVENT = msgspec.json.Decoder(Event)
-_ENCODER = msgspec.json.Encoder()
 
 
 def decode(raw: bytes) -> CustomerContext:
@@ -253,7 +253,7 @@ def decode(raw: bytes) -> CustomerContext:
 
 def encode(ctx: CustomerContext) -> bytes:
     """A context as stored and published: the JSON ``schemas.context.CustomerContext`` reads."""
-    return _ENCODER.encode(ctx)
+    return identity_state.encode(ctx)
 
 
 def to_builtins(ctx: CustomerContext) -> dict[str, Any]:

@@ -147,7 +147,8 @@ def decode_hub(raw: bytes) -> HubState:
 
 
 def encode(record: msgspec.Struct | list[Identifier]) -> bytes:
-    """A record's JSON, as stored (and as a request carries its evidence)."""
+    """A record's JSON, as stored (and as a request carries its evidence): the one encoder
+    the stages' records share (contexts and ops too)."""
     return _ENCODER.encode(record)
 
 

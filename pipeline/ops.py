@@ -170,6 +170,8 @@ class _Op(
     customer_id: str
 
 
+# Each op repeats ``kw_only`` and ``frozen``: msgspec inherits them, mypy's reading of a
+# struct's fields does not.
 class EventOp(_Op, kw_only=True, frozen=True, tag="event"):
     """Fold an event into this customer's context (sent as an ``EventForward``).
 
@@ -266,7 +268,6 @@ class OpBatch(
 _OPS_RECORD = msgspec.json.Decoder(AnyCustomerOp | OpBatch)
 _OPS_LOOSE = msgspec.json.Decoder(dict[str, Any])
 _SPLIT = msgspec.json.Decoder(SplitOp)
-_OP_ENCODER = msgspec.json.Encoder()
 
 
 def customer_ops(value: bytes) -> list[AnyCustomerOp]:
@@ -297,7 +298,7 @@ def decode_split(raw: bytes) -> SplitOp:
 
 def encode_op(op: AnyCustomerOp | EventForward) -> bytes:
     """One op as it travels (inside an ``OpBatch`` record)."""
-    return op.encode() if isinstance(op, EventForward) else _OP_ENCODER.encode(op)
+    return op.encode() if isinstance(op, EventForward) else encode(op)
 
 
 #: The most bytes of messages one batch record carries (the broker's default limit on one
