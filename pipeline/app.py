@@ -142,11 +142,13 @@ class Outbox:
         partition = key_partition(op.customer_id, self.partitions)
         self.ops.setdefault(partition, []).append(encode_op(op))
 
-    async def send(self, topic: faust.TopicT) -> None:
+    def send(self, writer: TableWriter, topic: str) -> None:
+        """Produce the ops with the stage's table writer: acknowledged by the same commit
+        as its rows, before the stage's input offsets are (``flush_all``)."""
         ops, self.ops = self.ops, {}
         for partition, parts in sorted(ops.items()):
             for record in batch_records(parts, "ops"):
-                await topic.send(value=record, partition=partition)
+                writer.send(topic, partition, record)
 
 
 @dataclass
@@ -261,8 +263,9 @@ class Pipeline:
         )
 
         # faust stops taking input while more than `max_messages` (100) sends wait in its
-        # producer buffer, and logs a warning each time. Table rows no longer go through it
-        # (table_writer.py), but a batch's merges, splits and dead letters still do, one
+        # producer buffer, and logs a warning each time. Table rows and customer ops no
+        # longer go through it (table_writer.py), but a batch's merges, splits and dead
+        # letters still do, one
         # record each, so the bound scales with the batch (at 100, when the rows went
         # through it too, it stalled every few records: 4,505 warnings in one drain).
         app.producer.buffer.max_messages = max(100, CHANGELOG_BUFFER_PER_RECORD * s.batch_max)
@@ -471,7 +474,7 @@ class Pipeline:
                     put = partial(self.identity_writer.put, cast(Table, tier.table), partition)
                     tier.flush(put)
                 self.identity_writer.write(partition)
-            await out.send(self.ops_topic)
+            out.send(self.identity_writer, self.ops_topic.get_topic_name())
 
     async def _identity_record(self, item: EventT[Any], out: Outbox) -> None:
         msg = item.message
@@ -594,7 +597,7 @@ class Pipeline:
                             m.CONTEXT_MESSAGES.inc()
                             self.context_ops.apply(op, out.add)
                     await self._write_contexts()
-            await out.send(self.ops_topic)
+            out.send(self.context_writer, self.ops_topic.get_topic_name())
 
     # -- the context store (pipeline.context_ops.ContextStore) --------------------------
     def load(self, cid: str) -> CustomerContext | None:

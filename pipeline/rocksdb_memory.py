@@ -116,6 +116,16 @@ class Store(faust_rocksdb.Store):
             memory, **(self.options or {}), use_rocksdict=True
         )
 
+    async def stop(self) -> None:
+        """Flush every database's memtables, then faust's stop (which drops them).
+
+        The table writer writes rows without the write-ahead log (``NO_WAL`` in
+        pipeline/table_writer.py), so until a flush they are only in memory; a clean stop
+        must leave them on disk, since the state directory is then trusted as it is."""
+        for db in self._dbs.values():
+            db.flush(True)
+        await super().stop()
+
     def revoke_partitions(self, table: Any, tps: Any) -> None:
         """faust's, without its full garbage collection when no database is closed.
 
@@ -127,5 +137,8 @@ class Store(faust_rocksdb.Store):
         up. A rebalance that takes a partition away still closes its database faust's way.
         """
         topics = table.changelog_topic.topics
-        if any(tp.topic in topics and tp.partition in self._dbs for tp in tps):
+        closing = [tp.partition for tp in tps if tp.topic in topics and tp.partition in self._dbs]
+        for partition in closing:  # rows written without the write-ahead log, on disk first
+            self._dbs[partition].flush(True)
+        if closing:
             super().revoke_partitions(table, tps)
