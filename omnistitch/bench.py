@@ -92,6 +92,8 @@ class BenchConfig:
     workers: int = 1  # > 1: also drain the same records with this many workers (scaling)
     growth: list[int] = field(default_factory=list)  # customer counts of the growth runs
     events_per_customer: int = 2  # events of each growth run, per customer
+    #: Ingest as a process beside each worker (``omnistitch ingest``), not a worker thread.
+    ingest_process: bool = False
 
 
 @dataclass
@@ -104,7 +106,7 @@ class PipelineFigures:
     seconds: float
     events_per_s: float
     stage_events_per_s: dict[str, float]
-    cpu_us_per_event: float  # CPU of every worker, summed, per event
+    cpu_us_per_event: float  # CPU of every worker (and ingest process), summed, per event
     gc_us_per_event: float  # of which in CPython's cyclic garbage collector
     peak_rss_mb: float  # the largest worker's
     rocksdb_mb: float  # every worker's state directory, summed (standby copies included)
@@ -115,6 +117,8 @@ class PipelineFigures:
     latency_ms: dict[str, float] = field(default_factory=dict)
     #: The same events' delay per hop (``omnistitch/bench_hops.py``): hop -> percentiles.
     latency_hops_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The largest ingest process's peak RSS; None: ingest ran on the workers' threads.
+    ingest_peak_rss_mb: float | None = None
 
 
 @dataclass
@@ -147,10 +151,15 @@ class BenchReport:
                 if "pipeline_vs_domain" in self.ratios
                 else []
             ),
-            ("CPU per event (worker)", f"{p.cpu_us_per_event:,.0f} µs"),
+            (f"CPU per event ({self._processes})", f"{p.cpu_us_per_event:,.0f} µs"),
             ("  of which garbage collection", f"{p.gc_us_per_event:,.0f} µs"),
             ("CPU per event (passthrough)", f"{self.python_passthrough_cpu_us:,.0f} µs"),
             ("peak RSS (worker)", f"{p.peak_rss_mb:,.0f} MB"),
+            *(
+                [("peak RSS (ingest process)", f"{p.ingest_peak_rss_mb:,.0f} MB")]
+                if p.ingest_peak_rss_mb is not None
+                else []
+            ),
             ("RocksDB on disk", f"{p.rocksdb_mb:,.1f} MB"),
             ("RocksDB per million customers", f"{p.rocksdb_mb_per_million_customers:,.0f} MB"),
             ("recovery from changelogs", recovery),
@@ -180,6 +189,10 @@ class BenchReport:
         width = max(len(r[0]) for r in rows)
         text = "\n".join(f"{name:<{width}}  {value:>16}" for name, value in rows)
         return text + ("\n\n" + growth_table(self.growth) if self.growth else "")
+
+    @property
+    def _processes(self) -> str:
+        return "worker + ingest" if self.pipeline.ingest_peak_rss_mb is not None else "worker"
 
     def _domain_rows(self) -> list[tuple[str, str]]:
         if (d := self.domain) is None:
@@ -350,29 +363,71 @@ def python_passthrough(bootstrap: str, source: str, sink: str, n: int) -> tuple[
 
 
 # -- the pipeline -------------------------------------------------------------------------
+def _spawn(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "omnistitch", command],
+        env={**os.environ, **env},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _counts(api: str) -> dict[str, float]:
+    """Messages per stage a process served at ``api``/metrics, plus ``dead``: records
+    dead-lettered (not resolved), ``rebalances``: the rebalances it took part in, and
+    ``gc_s``: its time in the garbage collector."""
+    try:
+        text = httpx.get(f"{api}/metrics", timeout=5).text
+    except httpx.TransportError:
+        return {}
+    counts = {m[0]: float(m[1]) for m in _STAGE.findall(text)}
+    counts["dead"] = sum(float(v) for v in _DEAD.findall(text))
+    counts["rebalances"] = sum(float(v) for v in _REBALANCES.findall(text))
+    counts["gc_s"] = sum(float(v) for v in _GC.findall(text))
+    return counts
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 class _Worker:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    """A worker process, and the ingest process beside it when ``ingest_env`` is given
+    (the worker's env then turns its own ingest thread off)."""
+
+    def __init__(
+        self, env: dict[str, str], log: Path, ingest_env: dict[str, str] | None = None
+    ) -> None:
         self.env, self.log = env, log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "omnistitch", "worker"],
-            env={**os.environ, **env},
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.ingest: subprocess.Popen[bytes] | None = None
+        self.ingest_api: str | None = None
+        if ingest_env is not None:
+            self.ingest = _spawn("ingest", ingest_env, log.with_suffix(".ingest.log"))
+            self.ingest_api = f"http://127.0.0.1:{ingest_env['OMNISTITCH_API_PORT']}"
+            env = {**env, "OMNISTITCH_INGEST_IN_WORKER": "false"}
+        self.proc = _spawn("worker", env, log)
         self.api = f"http://127.0.0.1:{env['OMNISTITCH_API_PORT']}"
 
+    @property
+    def procs(self) -> list[subprocess.Popen[bytes]]:
+        return [self.proc] if self.ingest is None else [self.proc, self.ingest]
+
     def stages(self) -> dict[str, float]:
-        """Messages per stage so far, plus ``dead``: records dead-lettered (not resolved),
-        and ``rebalances``: the rebalances this worker took part in."""
-        try:
-            text = httpx.get(f"{self.api}/metrics", timeout=5).text
-        except httpx.TransportError:
-            return {}
-        counts = {m[0]: float(m[1]) for m in _STAGE.findall(text)}
-        counts["dead"] = sum(float(v) for v in _DEAD.findall(text))
-        counts["rebalances"] = sum(float(v) for v in _REBALANCES.findall(text))
-        counts["gc_s"] = sum(float(v) for v in _GC.findall(text))
+        """Messages per stage so far (the ingest process's too), ``dead``, ``rebalances``
+        and ``gc_s`` (:func:`_counts`)."""
+        counts = _counts(self.api)
+        if self.ingest_api is not None:
+            for key, value in _counts(self.ingest_api).items():
+                counts[key] = counts.get(key, 0.0) + value
         return counts
 
     def ready(self) -> bool:
@@ -382,14 +437,13 @@ class _Worker:
             return False
 
     def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(_cpu_s(p.pid) for p in self.procs)
 
     def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return _peak_rss_mb(self.proc.pid)
+
+    def ingest_peak_rss_mb(self) -> float | None:
+        return None if self.ingest is None else _peak_rss_mb(self.ingest.pid)
 
 
 def _wait(
@@ -406,7 +460,7 @@ def _wait(
     logs = ", ".join(str(w.log) for w in workers)
     seen = None if progress is None else progress()
     while not probe():
-        if any(w.proc.poll() is not None for w in workers):
+        if any(p.poll() is not None for w in workers for p in w.procs):
             raise RuntimeError(f"a worker exited while waiting for {what}; see {logs}")
         if progress is not None and (now := progress()) != seen:
             seen, deadline = now, time.monotonic() + timeout
@@ -434,12 +488,21 @@ def _free_ports(n: int) -> list[int]:
 class _Fleet:
     """``len(envs)`` worker processes of one app (one consumer group), read as one."""
 
-    def __init__(self, envs: Sequence[dict[str, str]], logs: Sequence[Path]) -> None:
+    def __init__(
+        self,
+        envs: Sequence[dict[str, str]],
+        logs: Sequence[Path],
+        ingest_envs: Sequence[dict[str, str] | None] | None = None,
+    ) -> None:
         self.envs, self.logs = list(envs), list(logs)
+        self.ingest_envs = list(ingest_envs or [None] * len(self.envs))
         self.workers: list[_Worker] = []
 
     def start(self) -> None:
-        self.workers = [_Worker(env, log) for env, log in zip(self.envs, self.logs, strict=True)]
+        self.workers = [
+            _Worker(env, log, ingest_env)
+            for env, log, ingest_env in zip(self.envs, self.logs, self.ingest_envs, strict=True)
+        ]
 
     def stages(self) -> dict[str, float]:
         """Every worker's stage counters, summed."""
@@ -466,13 +529,18 @@ class _Fleet:
     def peak_rss_mb(self) -> float:
         return max(w.peak_rss_mb() for w in self.workers)
 
+    def ingest_peak_rss_mb(self) -> float | None:
+        apart = [r for w in self.workers if (r := w.ingest_peak_rss_mb()) is not None]
+        return max(apart) if apart else None
+
     def stop(self) -> None:
-        """SIGTERM every worker at once (one by one, each would rebalance the rest)."""
-        for w in self.workers:
-            if w.proc.poll() is None:
-                os.killpg(w.proc.pid, signal.SIGTERM)
-        for w in self.workers:
-            w.proc.wait(60)
+        """SIGTERM every process at once (one by one, each would rebalance the rest)."""
+        procs = [p for w in self.workers for p in w.procs]
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            p.wait(60)
 
 
 def _dir_mb(path: Path) -> float:
@@ -625,7 +693,7 @@ def run_pipeline(
     """
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     root = cfg.workdir / prefix.rstrip(".")
-    ports = _free_ports(workers)
+    ports = _free_ports(workers * 2)  # a worker's API, and its ingest process's metrics
     envs = [
         {
             "OMNISTITCH_BOOTSTRAP_SERVERS": cfg.bootstrap,
@@ -635,12 +703,16 @@ def run_pipeline(
             "OMNISTITCH_API_PORT": str(port),
             "OMNISTITCH_LOG_LEVEL": "WARNING",
         }
-        for i, port in enumerate(ports)
+        for i, port in enumerate(ports[:workers])
+    ]
+    ingest_envs: list[dict[str, str] | None] = [
+        {**env, "OMNISTITCH_API_PORT": str(port)} if cfg.ingest_process else None
+        for env, port in zip(envs, ports[workers:], strict=True)
     ]
     states = [Path(env["OMNISTITCH_STATE_DIR"]) for env in envs]
     logs = [cfg.workdir / f"{prefix}worker-{i}.log" for i in range(workers)]
     ensure_topics(KafkaSettings(bootstrap_servers=cfg.bootstrap, topic_prefix=prefix))
-    fleet = _Fleet(envs, logs)
+    fleet = _Fleet(envs, logs, ingest_envs)
     try:
         fleet.start()
         _say(f"{workers} worker(s) starting on {prefix}; waiting until every one is ready")
@@ -711,6 +783,7 @@ def run_pipeline(
             cpu_us_per_event=cpu / n * 1e6,
             gc_us_per_event=(after.get("gc_s", 0) - before.get("gc_s", 0)) / n * 1e6,
             peak_rss_mb=fleet.peak_rss_mb(),
+            ingest_peak_rss_mb=fleet.ingest_peak_rss_mb(),
             rocksdb_mb=rocksdb_mb,
             rocksdb_mb_per_million_customers=rocksdb_mb / customers * 1e6,
             rebalances=rebalances,

@@ -86,6 +86,22 @@ def worker() -> None:
 
 
 @cli.command()
+def ingest() -> None:
+    """Run the ingest stage alone (raw events to identity requests), for workers started
+    with OMNISTITCH_INGEST_IN_WORKER=false."""
+    from pipeline.ingest_process import run
+    from pipeline.rules import RulesError, load_rules
+
+    settings = _load_or_exit(WorkerSettings)
+    try:
+        rules = load_rules(settings.rules_file)
+    except RulesError as exc:
+        typer.echo(f"omnistitch: {exc}", err=True)
+        raise typer.Exit(2) from None
+    run(settings, rules)
+
+
+@cli.command()
 def collector() -> None:
     """Run the Segment-compatible tracking collector."""
     from connectors.tracking.app import run
@@ -278,6 +294,13 @@ def bench(
     events_per_customer: Annotated[
         int, typer.Option(min=1, help="Events per customer of the --growth runs.")
     ] = 2,
+    ingest_process: Annotated[
+        bool,
+        typer.Option(
+            help="Run ingest as a process beside each worker (omnistitch ingest) instead of "
+            "a worker thread; CPU per event counts both processes."
+        ),
+    ] = False,
 ) -> None:
     """Benchmark one worker against Kafka's and a Python passthrough's ceilings, same run."""
     from omnistitch.bench import BenchConfig, parse_growth, run_bench, to_json
@@ -299,6 +322,7 @@ def bench(
         workers=workers,
         growth=sizes,
         events_per_customer=events_per_customer,
+        ingest_process=ingest_process,
     )
     report = run_bench(cfg)
     typer.echo(report.table())

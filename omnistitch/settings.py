@@ -103,6 +103,12 @@ class WorkerSettings(KafkaSettings):
         pattern=r"^[a-z0-9][a-z0-9_-]*$",
         description="Tenant whose identity graph this deployment owns.",
     )
+    ingest_in_worker: bool = Field(
+        default=True,
+        description="Run the ingest stage on a thread of the worker; false where "
+        "`omnistitch ingest` runs it as processes of their own (stateless, scaled apart from "
+        "the workers, with the worker's interpreter lock left to the faust stages).",
+    )
     timeline_limit: int = Field(
         default=200, ge=1, le=100_000, description="Timeline entries kept per customer."
     )

@@ -37,7 +37,8 @@ def run(settings: WorkerSettings, rules: Rules) -> None:
 
     Logs are JSON lines (omnistitch.logs); the worker's own groups' lag is read from the
     broker on a thread of its own and served at ``/metrics`` with the stage counters. The
-    ingest stage runs on a thread too (pipeline/ingest.py); faust runs the others.
+    ingest stage runs on a thread too (pipeline/ingest.py), unless ``ingest_in_worker`` is
+    off and ``omnistitch ingest`` runs it; faust runs the others.
     """
     # JSON lines from the first record on: the lag monitor's and ingest's threads start
     # before faust's worker applies the same configuration, and a warning logged in between
@@ -54,7 +55,8 @@ def run(settings: WorkerSettings, rules: Rules) -> None:
     monitor.start()
     pipeline.warm()  # the table writers' producer connects before the first batch
     ingest = Ingest(settings, pipeline.rules)
-    ingest.start()
+    if settings.ingest_in_worker:  # else `omnistitch ingest` runs it (ingest_process.py)
+        ingest.start()
     tune(settings.gc_gen0_threshold)
     time_collections(m.gc_spent)
     trimmer = None

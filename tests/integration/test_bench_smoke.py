@@ -115,6 +115,35 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert {"rocksdb_mb_per_million_customers", "recovery_s"} <= set(data["growth"][0])
 
 
+def test_bench_with_ingest_as_a_process_counts_both_processes(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    cfg = BenchConfig(
+        events=600,
+        customers=120,
+        latency_rate=100,
+        latency_seconds=3,
+        bootstrap=kafka_bootstrap,
+        workdir=tmp_path,
+        java_baseline=False,
+        timeout_s=300,
+        ingest_process=True,
+    )
+    report = run_bench(cfg)
+    p = report.pipeline
+    assert p.events_per_s > 0
+    assert set(p.stage_events_per_s) == {"ingest", "identity", "context"}  # both served
+    assert 0 < p.cpu_us_per_event < 1e6
+    assert p.ingest_peak_rss_mb is not None
+    assert 20 < p.ingest_peak_rss_mb < p.peak_rss_mb  # no tables, no faust stages
+    assert p.recovery_s is not None
+    assert p.latency_ms["delivered_pct"] > 50
+    table = report.table()
+    assert "CPU per event (worker + ingest)" in table
+    assert "peak RSS (ingest process)" in table
+    assert json.loads(to_json(report))["config"]["ingest_process"] == "True"
+
+
 def test_growth_sizes_parse() -> None:
     assert parse_growth("10000,100000") == [10_000, 100_000]
     assert parse_growth(" 200, 400 ,") == [200, 400]

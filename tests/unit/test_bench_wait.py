@@ -16,6 +16,7 @@ class _Running:
         def poll() -> None:
             return None
 
+    procs = (proc,)
     log = "worker.log"
 
 
