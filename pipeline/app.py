@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache, partial
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import faust
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
@@ -74,14 +73,12 @@ from pipeline.ops import (
 )
 from pipeline.rocksdb_memory import STORE_URL, RocksDBMemory
 from pipeline.rules import Rules, load_rules
+from pipeline.stage_failure import stage_failed
 from pipeline.table_writer import NOT_STAGED, Table, TableWriter, read_row
 from pipeline.write_behind import WriteBehind
 from schemas.identity import Freshness, Merge, Split
 
 log = logging.getLogger(__name__)
-
-#: Exit status of a worker stopped by an unexpected error in a stage (EX_SOFTWARE).
-EXIT_STAGE_FAILED = 70
 
 Stage = Callable[[faust.StreamT[bytes]], Awaitable[None]]
 
@@ -158,14 +155,6 @@ class _Unwritten:
     context: CustomerContext
     changed: bool
     published: bool
-
-
-def stage_failed(stage: str) -> NoReturn:
-    """End the worker at once, without committing, after ``stage`` met an unexpected error
-    (call it from the ``except`` block: the traceback is logged)."""
-    log.critical("stage %s failed; exiting without committing", stage, exc_info=True)
-    logging.shutdown()
-    os._exit(EXIT_STAGE_FAILED)
 
 
 def _fail_fast(stage: str, fun: Stage) -> Stage:

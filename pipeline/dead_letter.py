@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-
-import faust
+from typing import TYPE_CHECKING
 
 from omnistitch import dlq
 from pipeline.metrics import DEAD_LETTERS
+
+if TYPE_CHECKING:  # the ingest process (ingest_process.py) runs without faust
+    import faust
 
 log = logging.getLogger(__name__)
 

@@ -39,11 +39,11 @@ from omnistitch.kafka_client import client_config, durable_producer_config
 from omnistitch.settings import WorkerSettings
 from omnistitch.topics import RAW_EVENTS, RAW_EVENTS_DLQ, ingest_group, internal_topic
 from pipeline import metrics as m
-from pipeline.app import stage_failed
 from pipeline.dead_letter import letter
 from pipeline.intake import Rejected, intake
 from pipeline.ops import batch_records
 from pipeline.rules import Rules
+from pipeline.stage_failure import stage_failed
 from schemas.events import RawEvent
 
 log = logging.getLogger(__name__)

@@ -68,3 +68,24 @@ def test_the_pure_list_matches_the_readme() -> None:
     table = (ROOT / "pipeline" / "README.md").read_text()
     for module in PURE:
         assert f"`{module.split('.')[-1]}.py`" in table, module
+
+
+def test_the_ingest_process_runs_without_faust() -> None:
+    """``omnistitch ingest`` loads neither faust, aiokafka nor RocksDB: it is the stateless
+    stage, and every library it loads is resident memory in each of its processes."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, pipeline.ingest_process; "
+            "print(sorted(m for m in ('faust', 'aiokafka', 'rocksdict') if m in sys.modules))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]"
