@@ -254,9 +254,9 @@ class Pipeline:
         # faust stops taking input while more than `max_messages` (100) sends wait in its
         # producer buffer, and logs a warning each time. Table rows and customer ops no
         # longer go through it (table_writer.py), but a batch's merges, splits and dead
-        # letters still do, one
-        # record each, so the bound scales with the batch (at 100, when the rows went
-        # through it too, it stalled every few records: 4,505 warnings in one drain).
+        # letters still do, one record each, so the bound scales with the batch (at 100,
+        # when the rows went through it too, it stalled every few records: 4,505 warnings
+        # in one drain).
         app.producer.buffer.max_messages = max(100, CHANGELOG_BUFFER_PER_RECORD * s.batch_max)
         # faust flushes its producer right before it commits the stages' input offsets; the
         # table writers' changelog records must be acknowledged by then too. Waiting for

@@ -19,7 +19,7 @@ from prometheus_client import start_http_server
 
 from omnistitch.logs import setup_logging
 from omnistitch.settings import WorkerSettings
-from omnistitch.topics import TopicSpec, ensure_topics, internal_topic
+from omnistitch.topics import TopicSpec, ensure_topics
 from pipeline.gc_policy import freeze_startup_heap, tune
 from pipeline.ingest import Ingest
 from pipeline.rules import Rules
@@ -27,22 +27,18 @@ from pipeline.rules import Rules
 log = logging.getLogger(__name__)
 
 
-def topics(settings: WorkerSettings) -> list[TopicSpec]:
-    """The worker-internal topic ingest writes to, created as the worker creates it: a
-    broker's auto-creation would give it one partition, not the workers' count."""
-    name = internal_topic(settings, settings.app_id, "identity-requests")
-    return [TopicSpec(name, settings.raw_partitions)]
-
-
 def run(settings: WorkerSettings, rules: Rules) -> None:
-    """Create the topics if missing, serve the metrics, run the stage until signalled."""
+    """Create the topics if missing, serve the metrics, run the stage until signalled.
+
+    The identity log ingest writes to is created as the worker creates it, with the
+    workers' partition count (a broker's auto-creation would give it one partition)."""
     setup_logging(settings.log_level)
-    ensure_topics(settings, extra=topics(settings))
+    ingest = Ingest(settings, rules)
+    ensure_topics(settings, extra=[TopicSpec(ingest.requests_topic, settings.raw_partitions)])
     server, _thread = start_http_server(settings.api_port, addr=settings.api_host)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    ingest = Ingest(settings, rules)
     tune(settings.gc_gen0_threshold)  # as a worker does (pipeline/gc_policy.py)
     freeze_startup_heap()
     ingest.start()
