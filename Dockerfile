@@ -3,8 +3,7 @@
 #
 # The virtualenv is built at the path it runs from (/opt/omnistitch): a venv's scripts
 # carry its absolute path in their shebang, so a venv copied elsewhere does not start.
-# Not -slim: the build stage compiles the domain modules (gcc, make).
-FROM python:3.11 AS build
+FROM python:3.11-slim AS build
 ENV UV_PROJECT_ENVIRONMENT=/opt/omnistitch \
     UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
@@ -20,17 +19,8 @@ COPY omnistitch omnistitch
 COPY pipeline pipeline
 COPY connectors connectors
 COPY schemas schemas
-COPY Makefile ./
-# The pure domain modules compiled by mypyc, as `make compiled` builds them (the Makefile
-# names them), placed beside their .py in the installed package; mypyc and setuptools are
-# removed again.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --extra compile \
- && /opt/omnistitch/bin/python -m mypyc $(make -s compiled-modules) \
- && site=$(/opt/omnistitch/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
- && cp pipeline/*.so "$site/pipeline/" && cp ./*__mypyc.*.so "$site/" \
- && uv pip uninstall --python /opt/omnistitch/bin/python mypy setuptools \
- && /opt/omnistitch/bin/python -c 'import pipeline.worker, pipeline; assert pipeline.compiled_modules()'
+    uv sync --frozen --no-dev --no-editable
 
 FROM python:3.11-slim
 LABEL org.opencontainers.image.title="omnistitch" \

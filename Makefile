@@ -8,12 +8,12 @@ UV := $(CACHE)/uv-$(UV_VERSION)/bin/uv
 VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: demo test lint setup compiled compiled-modules pure kafka-jars system-deps clean
+.PHONY: demo test lint setup kafka-jars system-deps clean
 
-demo: setup compiled kafka-jars
+demo: setup kafka-jars
 	$(VENV)/bin/omnistitch demo
 
-test: setup compiled kafka-jars system-deps lint
+test: setup kafka-jars system-deps lint
 	$(VENV)/bin/pytest
 
 lint: setup
@@ -34,29 +34,6 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 	$(UV) sync --frozen --extra dev
 	touch $@
 
-# The pure domain modules (no Kafka, no pydantic or msgspec classes of their own) compiled
-# to C extensions by mypyc, from the same typed source: the domain code runs 1.2-1.35x as
-# fast (README.md, Performance). Each .so sits beside its .py and Python imports it
-# instead; pipeline/__init__.py refuses to start with a .so older than its .py. Rebuilt
-# when a module changes; `make pure` removes them (plain Python again, nothing else changes).
-COMPILED := identity context context_ops normalize lookup lru write_behind interactions triggers
-COMPILED_PY := $(COMPILED:%=pipeline/%.py)
-COMPILED_STAMP := build/mypyc.stamp
-
-compiled: $(COMPILED_STAMP)
-
-$(COMPILED_STAMP): $(VENV)/.synced $(COMPILED_PY)
-	$(MAKE) pure
-	mkdir -p build
-	$(VENV)/bin/python -m mypyc $(COMPILED_PY) > build/mypyc.log 2>&1 || { cat build/mypyc.log; exit 1; }
-	touch $@
-
-compiled-modules:  # for the container image's build (Dockerfile)
-	@echo $(COMPILED_PY)
-
-pure:
-	rm -f pipeline/*.so *__mypyc.*.so $(COMPILED_STAMP)
-
 kafka-jars:
 	deploy/local/kafka.sh fetch >/dev/null
 
@@ -74,5 +51,5 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $$missing; \
 	fi
 
-clean: pure
-	rm -rf $(VENV) var build .mypy_cache .ruff_cache .pytest_cache
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -66,7 +66,6 @@ from omnistitch.topics import (
     ensure_topics,
     internal_topic,
 )
-from pipeline import compiled_modules
 from pipeline.context_policy import load_context_policy
 from pipeline.rules import load_rules
 from schemas.events import RawEvent
@@ -139,9 +138,7 @@ class BenchReport:
     def table(self) -> str:
         p = self.pipeline
         recovery = "n/a" if p.recovery_s is None else f"{p.recovery_s:.1f} s"
-        compiled = self.machine.get("compiled") or []
         rows = [
-            ("domain modules compiled (mypyc)", f"{len(compiled)}" if compiled else "none"),
             ("Kafka ProducerPerformance", _fmt(self.kafka_producer_per_s, "ev/s")),
             ("Kafka ConsumerPerformance", _fmt(self.kafka_consumer_per_s, "ev/s")),
             ("Python passthrough (confluent-kafka)", _fmt(self.python_passthrough_per_s, "ev/s")),
@@ -889,11 +886,7 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
         grown = to_records(generate(customers, events, cfg.seed))
         growth.append(run_pipeline(cfg, grown, customers=customers, latency=False))
     return BenchReport(
-        machine={
-            "cpus": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "compiled": compiled_modules(),  # the worker's, from the same tree
-        },
+        machine={"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         config={k: str(v) for k, v in asdict(cfg).items()},
         kafka_producer_per_s=producer_rate,
         kafka_consumer_per_s=consumer_rate,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import faust
@@ -10,7 +9,6 @@ import faust
 from omnistitch.logs import logging_config, setup_logging
 from omnistitch.settings import WorkerSettings
 from omnistitch.topics import ensure_topics
-from pipeline import compiled_modules
 from pipeline import metrics as m
 from pipeline.api import register_api
 from pipeline.app import Pipeline
@@ -21,8 +19,6 @@ from pipeline.ingest import Ingest
 from pipeline.instrumentation import instrument, own_lag_monitor
 from pipeline.rules import Rules
 from pipeline.state_dir import mark_clean, prepare
-
-log = logging.getLogger(__name__)
 
 
 def build(
@@ -49,11 +45,6 @@ def run(settings: WorkerSettings, rules: Rules) -> None:
     # went to Python's last-resort handler as a bare line (a broker still electing leaders
     # of the topics just created: "no offsets for 4 partitions ...").
     setup_logging(settings.log_level)
-    compiled = compiled_modules()
-    log.info(
-        "domain modules compiled by mypyc: %s",
-        ", ".join(compiled) if compiled else "none (plain Python; `make compiled` builds them)",
-    )
     prepare(settings.state_dir)  # local state is trusted only after a clean stop
     # before faust creates its consumer
     limit_fetch_backoff(settings.fetch_backoff_s, settings.fetch_max_wait_s)

@@ -27,7 +27,6 @@ PURE = [
     "pipeline.query",
     "pipeline.lookup",
     "pipeline.write_behind",
-    "pipeline.lru",
 ]
 
 
