@@ -46,6 +46,22 @@ class Publisher(Protocol):
         ...
 
 
+def producer_config(bootstrap_servers: str, ack_timeout_s: float = 10.0) -> dict[str, Any]:
+    """How every connector produces raw events (also how the benchmark offers its load)."""
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        # Partition keys the way the Java clients, aiokafka and faust do, so a key lands
+        # on the same partition whoever produces it (librdkafka's default is CRC32).
+        "partitioner": "murmur2_random",
+        # Give up on a record a little after the caller stopped waiting for it.
+        "message.timeout.ms": int(ack_timeout_s * 1000) + 5000,
+    }
+
+
 class KafkaPublisher:
     """A confluent-kafka producer driven by a daemon poll thread, awaited from asyncio."""
 
@@ -59,16 +75,7 @@ class KafkaPublisher:
         self._fatal: str | None = None
         self._brokers_down = False
         config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap_servers,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "compression.type": "lz4",
-            # Partition keys the way the Java clients, aiokafka and faust do, so a key lands
-            # on the same partition whoever produces it (librdkafka's default is CRC32).
-            "partitioner": "murmur2_random",
-            # Give up on a record a little after the caller stopped waiting for it.
-            "message.timeout.ms": int(ack_timeout_s * 1000) + 5000,
+            **producer_config(bootstrap_servers, ack_timeout_s),
             "error_cb": self._on_error,
             "logger": logging.getLogger("connectors.publisher.librdkafka"),
             **(extra_config or {}),

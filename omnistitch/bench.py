@@ -52,8 +52,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, Producer
 
+from connectors.publisher import producer_config as connector_producer_config
 from omnistitch.bench_domain import DomainFigures, run_domain
 from omnistitch.bench_hops import first_stamps, hop_delays, percentiles
 from omnistitch.cli import KAFKA_LAUNCHER
@@ -549,6 +551,19 @@ def _dir_mb(path: Path) -> float:
 
 #: Timeline entries of each published context the latency reader looks at.
 LATENCY_SCAN = 50
+
+
+class _Entry(msgspec.Struct):
+    event_id: str
+
+
+class _TimelineIds(msgspec.Struct):
+    """Of a published context, only its timeline's event ids (the rest is skipped)."""
+
+    timeline: list[_Entry] = msgspec.field(default_factory=list)
+
+
+_TIMELINE_IDS = msgspec.json.Decoder(_TimelineIds)
 #: The latency events' ids (``_latency`` makes them) as they appear in a record's JSON.
 _LATENCY_EVENT_ID = re.compile(rb'"event_id":"(lat-[^"]+)"')
 
@@ -575,6 +590,11 @@ def measure_latency(
             "bootstrap.servers": bootstrap,
             "group.id": f"bench-lat-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "latest",
+            # A sample is stamped by the worker's producer (below), not when this reader
+            # gets it, so the reader may fetch seldom: up to 1 MB or 100 ms a fetch, not
+            # one fetch per record (the reader's load on the shared broker was the tail's).
+            "fetch.min.bytes": 1 << 20,
+            "fetch.wait.max.ms": 100,
         }
     )
     consumer.subscribe([prefix + CUSTOMER_CONTEXT])
@@ -597,8 +617,8 @@ def measure_latency(
             # The offered events are the newest of their customer's timeline, and one
             # published context can carry several of them (the context stage writes a
             # customer once per batch): every one not seen before arrived now.
-            for entry in json.loads(msg.value() or b"{}")["timeline"][:LATENCY_SCAN]:
-                eid = entry["event_id"]
+            for entry in _TIMELINE_IDS.decode(msg.value() or b"{}").timeline[:LATENCY_SCAN]:
+                eid = entry.event_id
                 if not eid.startswith("lat-"):
                     break
                 seen.setdefault(eid, now)
@@ -606,7 +626,10 @@ def measure_latency(
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     time.sleep(3.0)  # let the reader join its group before offering load
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+    # Offered as a connector offers it (connectors/publisher.py: linger 5 ms, LZ4, keys on
+    # the Java clients' partitions); with 1 ms and no compression the offering alone took
+    # 0.42-0.45 of the shared broker's cores at 2,000 ev/s (0.24-0.33 so).
+    producer = Producer(connector_producer_config(bootstrap))
     total = int(rate * seconds)
     since_ms = int(time.time() * 1000)
     start = time.monotonic()
