@@ -27,6 +27,7 @@ PURE = [
     "pipeline.query",
     "pipeline.lookup",
     "pipeline.write_behind",
+    "pipeline.lru",
 ]
 
 

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from omnistitch.bench import _TIMELINE_IDS
 from omnistitch.bench_hops import HOPS, hop_delays, percentiles
+from schemas.context import TimelineEntry
+from schemas.events import Channel
+from tests import context_samples as samples
 
 
 def test_percentiles_of_a_hundred_values() -> None:
@@ -48,3 +52,23 @@ def test_an_event_missing_at_any_hop_is_left_out_of_every_hop() -> None:
 
 def test_no_event_through_every_hop_gives_empty_hops() -> None:
     assert hop_delays({"a": 1.0}, {}, {}, {}) == {hop: {} for hop in HOPS}
+
+
+def test_the_latency_reader_takes_a_published_contexts_timeline_ids_in_order() -> None:
+    # The bench reads only the event ids of each customer.context record's timeline
+    # (newest first), skipping the rest of the document; an empty one carries none.
+    entries = [
+        TimelineEntry(
+            event_id=f"lat-{i}-x",
+            channel=Channel.WEB,
+            source="bench",
+            kind="track",
+            occurred_at=samples.at(10 - i),
+            properties={"nested": {"event_id": "not this one"}},
+        )
+        for i in range(3)
+    ]
+    published = samples.context(timeline=entries).model_dump_json().encode()
+    ids = [entry.event_id for entry in _TIMELINE_IDS.decode(published).timeline]
+    assert ids == ["lat-0-x", "lat-1-x", "lat-2-x"]
+    assert _TIMELINE_IDS.decode(b"{}").timeline == []
