@@ -12,7 +12,8 @@ import uuid
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from omnistitch.lag import Partition
 from omnistitch.lag_monitor import LagProbe, LagTarget
