@@ -15,8 +15,8 @@ the cluster's whole metadata), one ``committed()`` per group, and at most ``samp
 record fetches through one long-lived consumer that never joins a group nor commits
 (``assign`` at the committed offset, one small fetch per partition:
 ``queued.min.messages=1``, 64 KiB per partition, ``sample_timeout_s`` in total).
-Partitions beyond the limit, or whose record did not
-arrive in time, have no lag-seconds sample in that reading.
+Partitions beyond the limit, or whose record did not arrive in time, have no lag-seconds
+sample in that reading.
 
 The lag itself is computed by :mod:`omnistitch.lag`; this module only reads offsets.
 
