@@ -564,6 +564,7 @@ class _TimelineIds(msgspec.Struct):
 
 
 _TIMELINE_IDS = msgspec.json.Decoder(_TimelineIds)
+
 #: The latency events' ids (``_latency`` makes them) as they appear in a record's JSON.
 _LATENCY_EVENT_ID = re.compile(rb'"event_id":"(lat-[^"]+)"')
 

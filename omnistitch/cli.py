@@ -6,11 +6,14 @@ import logging
 import os
 import subprocess
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from omnistitch.settings import CollectorSettings, SettingsError, WorkerSettings, load
+
+if TYPE_CHECKING:
+    from pipeline.rules import Rules
 
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_LAUNCHER = REPO / "deploy" / "local" / "kafka.sh"
@@ -71,18 +74,9 @@ def kafka_reset() -> None:
 @cli.command()
 def worker() -> None:
     """Run a stream-processor worker (agents, state tables and the query API)."""
-    from pipeline.context_policy import ContextPolicyError, load_context_policy
-    from pipeline.rules import RulesError, load_rules
     from pipeline.worker import run
 
-    settings = _load_or_exit(WorkerSettings)
-    try:
-        rules = load_rules(settings.rules_file)
-        load_context_policy(settings.context_file)
-    except (RulesError, ContextPolicyError) as exc:
-        typer.echo(f"omnistitch: {exc}", err=True)
-        raise typer.Exit(2) from None
-    run(settings, rules)
+    run(*_stage_config_or_exit(context_policy=True))
 
 
 @cli.command()
@@ -90,15 +84,25 @@ def ingest() -> None:
     """Run the ingest stage alone (raw events to identity requests), for workers started
     with OMNISTITCH_INGEST_IN_WORKER=false."""
     from pipeline.ingest_process import run
+
+    run(*_stage_config_or_exit(context_policy=False))
+
+
+def _stage_config_or_exit(*, context_policy: bool) -> tuple[WorkerSettings, Rules]:
+    """The settings and identity rules a stage process starts from, and the context policy
+    checked where the process folds contexts; a bad file exits with status 2, named."""
+    from pipeline.context_policy import ContextPolicyError, load_context_policy
     from pipeline.rules import RulesError, load_rules
 
     settings = _load_or_exit(WorkerSettings)
     try:
         rules = load_rules(settings.rules_file)
-    except RulesError as exc:
+        if context_policy:
+            load_context_policy(settings.context_file)
+    except (RulesError, ContextPolicyError) as exc:
         typer.echo(f"omnistitch: {exc}", err=True)
         raise typer.Exit(2) from None
-    run(settings, rules)
+    return settings, rules
 
 
 @cli.command()

@@ -72,3 +72,15 @@ def test_each_topic_is_created_once_with_its_first_spec() -> None:
     public = [TopicSpec("p.customer.context", 8, {"min.compaction.lag.ms": "0"})]
     internal = [TopicSpec("p.customer.context", 8, {}), TopicSpec("p.app-ops", 8)]
     assert unique_topics(public, internal) == [public[0], internal[1]]
+
+
+@pytest.mark.parametrize("command", ["worker", "ingest"])
+def test_a_stage_process_refuses_a_bad_rules_file_before_starting(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[hub]\nmax_customers = 1\n")
+    monkeypatch.setenv("OMNISTITCH_RULES_FILE", str(rules))
+    result = CliRunner().invoke(cli, [command])
+    assert result.exit_code == 2
+    assert "hub.max_customers" in result.output
