@@ -53,13 +53,15 @@ from typing import Any
 
 import httpx
 import msgspec
-from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, Producer
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
 
 from connectors.publisher import producer_config as connector_producer_config
 from omnistitch.bench_domain import DomainFigures, run_domain
 from omnistitch.bench_hops import first_stamps, hop_delays, percentiles
 from omnistitch.cli import KAFKA_LAUNCHER
 from omnistitch.journeys import MIN_CUSTOMERS, Dataset, generate
+from omnistitch.kafka_client import client_config
 from omnistitch.settings import KafkaSettings, WorkerSettings
 from omnistitch.topics import (
     CUSTOMER_CONTEXT,
@@ -96,6 +98,9 @@ class BenchConfig:
     events_per_customer: int = 2  # events of each growth run, per customer
     #: Ingest as a process beside each worker (``omnistitch ingest``), not a worker thread.
     ingest_process: bool = False
+    #: Keep each run's topics and state directories (deleted by default: a run makes ~40
+    #: topics of 8 partitions, and a broker reused for many runs ran out of file handles).
+    keep_scratch: bool = False
 
 
 @dataclass
@@ -832,6 +837,9 @@ def run_pipeline(
         return figures
     finally:
         fleet.stop()
+        if not cfg.keep_scratch:
+            remove_scratch(cfg.bootstrap, prefix)
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _latency(cfg: BenchConfig, env: dict[str, str], records: list[tuple[bytes, bytes]]) -> Latency:
@@ -865,6 +873,42 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
     records = to_records(generate(cfg.customers, cfg.events, cfg.seed))
     size = int(statistics.mean(len(v) for _, v in records))
     scratch = f"bench{uuid.uuid4().hex[:6]}."
+    try:
+        return _run_bench(cfg, records, size, scratch)
+    finally:
+        if not cfg.keep_scratch:
+            remove_scratch(cfg.bootstrap, scratch)
+
+
+def remove_scratch(bootstrap: str, prefix: str, timeout_s: float = 60.0) -> list[str]:
+    """Delete the topics of one bench run (``prefix``: its public topics ``<prefix>...``
+    and its app's internal ``<prefix minus the dot>-app-...``); returns their names. A
+    topic the broker will not delete is reported, not raised: the figures are still good.
+    """
+    stem = prefix.rstrip(".")
+    admin = AdminClient(client_config(KafkaSettings(bootstrap_servers=bootstrap)))
+    names = sorted(t for t in admin.list_topics(timeout=timeout_s).topics if t.startswith(stem))
+    if not names:
+        return []
+    futures = admin.delete_topics(names, operation_timeout=timeout_s, request_timeout=timeout_s)
+    for name, fut in futures.items():
+        try:
+            fut.result()
+        except KafkaException as exc:
+            _say(f"warning: scratch topic {name} not deleted: {exc}")
+    deadline = time.monotonic() + timeout_s  # gone from the broker's metadata, not only asked
+    while set(names) & set(admin.list_topics(timeout=timeout_s).topics):
+        if time.monotonic() > deadline:
+            _say(f"warning: scratch topics of {stem} still listed after {timeout_s:.0f}s")
+            break
+        time.sleep(0.2)
+    _say(f"removed {len(names)} scratch topics of {stem}")
+    return names
+
+
+def _run_bench(
+    cfg: BenchConfig, records: list[tuple[bytes, bytes]], size: int, scratch: str
+) -> BenchReport:
     settings = KafkaSettings(bootstrap_servers=cfg.bootstrap, topic_prefix=scratch)
     ensure_topics(settings, extra=[TopicSpec(scratch + "sink", settings.raw_partitions)])
     producer_rate = consumer_rate = None

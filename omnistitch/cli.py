@@ -305,6 +305,13 @@ def bench(
             "a worker thread; CPU per event counts both processes."
         ),
     ] = False,
+    keep_scratch: Annotated[
+        bool,
+        typer.Option(
+            help="Keep each run's topics (<prefix>.*, <prefix>-app-*) and state directories "
+            "for inspection; by default they are deleted when the run ends."
+        ),
+    ] = False,
 ) -> None:
     """Benchmark one worker against Kafka's and a Python passthrough's ceilings, same run."""
     from omnistitch.bench import BenchConfig, parse_growth, run_bench, to_json
@@ -327,6 +334,7 @@ def bench(
         growth=sizes,
         events_per_customer=events_per_customer,
         ingest_process=ingest_process,
+        keep_scratch=keep_scratch,
     )
     report = run_bench(cfg)
     typer.echo(report.table())

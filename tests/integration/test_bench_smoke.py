@@ -10,8 +10,15 @@ import json
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
-from omnistitch.bench import BenchConfig, parse_growth, run_bench, to_json
+from omnistitch.bench import BenchConfig, parse_growth, remove_scratch, run_bench, to_json
+
+
+def bench_topics(bootstrap: str) -> set[str]:
+    """The broker's topics that a bench run makes (``bench<hex>.`` and ``bench<hex>-app-``)."""
+    topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30).topics
+    return {t for t in topics if t.startswith("bench")}
 
 
 def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -27,7 +34,13 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
         workers=2,
         growth=[200, 400],
     )
+    before = bench_topics(kafka_bootstrap)
     report = run_bench(cfg)
+    # Its five runs' topics (baselines, 1 worker, 2 workers, two growth sizes) and state
+    # are gone; the worker logs stay.
+    assert bench_topics(kafka_bootstrap) - before == set()
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []
+    assert len(list(tmp_path.glob("bench*.worker-*.log"))) == 1 + 2 + 2
     p = report.pipeline
     assert report.kafka_producer_per_s is not None
     assert report.kafka_producer_per_s > 0
@@ -128,8 +141,22 @@ def test_bench_with_ingest_as_a_process_counts_both_processes(
         java_baseline=False,
         timeout_s=300,
         ingest_process=True,
+        keep_scratch=True,
     )
+    before = bench_topics(kafka_bootstrap)
     report = run_bench(cfg)
+    kept = bench_topics(kafka_bootstrap) - before
+    stems = {t.split(".")[0].split("-app-")[0] for t in kept}
+    assert len(stems) == 2  # the baselines' topics, and the worker's (public and internal)
+    assert any("-app-" in t and t.endswith("-changelog") for t in kept)
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == sorted(
+        s for s in stems if any(t.startswith(s + "-app-") for t in kept)
+    )
+    for stem in stems:
+        assert remove_scratch(kafka_bootstrap, stem + ".") == sorted(
+            t for t in kept if t.startswith(stem)
+        )
+    assert bench_topics(kafka_bootstrap) - before == set()
     p = report.pipeline
     assert p.events_per_s > 0
     assert set(p.stage_events_per_s) == {"ingest", "identity", "context"}  # both served
