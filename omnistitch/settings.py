@@ -180,6 +180,16 @@ class WorkerSettings(KafkaSettings):
         le=1.0,
         description="Longest a stage waits to fill a batch: latency added per stage at low load.",
     )
+    ingest_commit_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="Most seconds between the ingest stage's offset commits (0: after every "
+        "batch). Only offsets whose requests the broker acknowledged are committed, and a "
+        "partition's are committed before it moves to another worker; a crash re-reads at "
+        "most this long of raw events, resolved again idempotently. Per batch, a worker "
+        "committed ~70 times a second at 2,000 ev/s.",
+    )
     gc_gen0_threshold: int = Field(
         default=50_000,
         ge=0,

@@ -25,8 +25,10 @@ from confluent_kafka import (
 )
 
 from omnistitch.settings import WorkerSettings
+from omnistitch.topics import TopicSpec, ensure_topics
 from pipeline.app import key_partition
 from pipeline.ingest import Ingest, IngestError
+from pipeline.ops import ResolveRequest, identity_requests
 from pipeline.rules import load_rules
 from schemas.context import CustomerContext
 from schemas.events import Identifier, RawEvent
@@ -247,3 +249,102 @@ def test_a_batch_the_broker_does_not_acknowledge_raises_before_any_commit(
     finally:
         consumer.close()
     assert committed(worker_env, stage.group) == {}
+
+
+def stage_settings(env: dict[str, str], **extra: object) -> WorkerSettings:
+    settings = WorkerSettings.model_validate(
+        {
+            "bootstrap_servers": env["OMNISTITCH_BOOTSTRAP_SERVERS"],
+            "topic_prefix": env["OMNISTITCH_TOPIC_PREFIX"],
+            "app_id": env["OMNISTITCH_APP_ID"],
+            **extra,
+        }
+    )
+    ensure_topics(settings, extra=[TopicSpec(Ingest(settings, RULES).requests_topic, PARTITIONS)])
+    return settings
+
+
+def handed_on(settings: WorkerSettings) -> list[str]:
+    """The event ids of every resolve request in the identity log, in log order."""
+    topic = Ingest(settings, RULES).requests_topic
+    partition = key_partition(settings.tenant, PARTITIONS)
+    reader = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": "ingest-test-requests-reader",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    reader.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+    ids: list[str] = []
+    try:
+        while True:
+            msg = reader.poll(10)
+            assert msg is not None, "the identity log did not answer"
+            if (err := msg.error()) is not None:
+                assert err.code() == KafkaError._PARTITION_EOF, err
+                return ids
+            requests = identity_requests(msg.value() or b"")
+            ids += [r.event_id for r in requests if isinstance(r, ResolveRequest)]
+    finally:
+        reader.close()
+
+
+RULES = load_rules(None)
+
+
+def test_offsets_are_committed_on_the_interval_and_when_the_stage_stops(
+    worker_env: dict[str, str],
+) -> None:
+    settings = stage_settings(worker_env, ingest_commit_interval_s=60)
+    stage = Ingest(settings, RULES)
+    names = [f"s{p}" for p in range(PARTITIONS)]
+    for p, name in enumerate(names):
+        publish(worker_env, p, [good(name)])
+    stage.start()
+    try:
+        wait_for("every event handed on", lambda: sorted(handed_on(settings)) == names or None, 60)
+        time.sleep(1.0)  # several idle polls: none of them commits within the interval
+        assert committed(worker_env, stage.group) == {}
+    finally:
+        stage.stop()
+    assert committed(worker_env, stage.group) == {p: 1 for p in range(PARTITIONS)}
+
+
+def test_a_partition_that_moves_to_another_worker_is_committed_first(
+    worker_env: dict[str, str],
+) -> None:
+    """Two ingest stages of one group: the second's arrival revokes the first's partitions,
+    whose handed-on offsets are committed then (not a minute later), so the second starts
+    after them and appends no request twice."""
+    settings = stage_settings(worker_env, ingest_commit_interval_s=60)
+    first, second = Ingest(settings, RULES), Ingest(settings, RULES)
+    names = [f"m{p}" for p in range(PARTITIONS)]
+    for p, name in enumerate(names):
+        publish(worker_env, p, [good(name)])
+    first.start()
+    try:
+        wait_for(
+            "the first stage's requests", lambda: sorted(handed_on(settings)) == names or None, 60
+        )
+        assert committed(worker_env, first.group) == {}
+        second.start()
+        wait_for(
+            "the revoked partitions committed",
+            lambda: committed(worker_env, first.group) == {p: 1 for p in range(PARTITIONS)} or None,
+            30,  # the interval is 60 s: only the revocation commits this soon
+        )
+        later = [f"n{p}" for p in range(PARTITIONS)]
+        for p, name in enumerate(later):
+            publish(worker_env, p, [good(name)])
+        wait_for(
+            "the later events handed on",
+            lambda: len(handed_on(settings)) >= 2 * PARTITIONS or None,
+            60,
+        )
+        time.sleep(1.0)  # a duplicate would be appended by now
+        assert sorted(handed_on(settings)) == sorted(names + later)  # each exactly once
+    finally:
+        second.stop()
+        first.stop()
