@@ -203,6 +203,12 @@ ROCKSDB_OPTIONS: dict[str, int] = {
     "write_buffer_size": 4 * 1024 * 1024,
     "max_write_buffer_number": 2,
 }
+#: How long the table writers' producers hold a partition's records to batch them. A stage
+#: produces its batch's records at once, when the batch ends (a row or op record per
+#: partition), so 1 ms gathers them; the connectors' 5 ms, meant for records arriving one
+#: by one, held each of them 4 ms longer for no larger request (one per partition either
+#: way: librdkafka sends a partition's records in requests of their own).
+WRITER_LINGER_MS = 1
 #: Records a stage's faust stream may hold unprocessed, in stage batches.
 STREAM_BUFFER_BATCHES = 4
 #: Sends allowed to wait in faust's producer buffer, per message a batch may hold.
@@ -304,7 +310,7 @@ class Pipeline:
         # Every table row a stage batch changes is written through these, once per batch:
         # one per stage, each with its own producer (the two stages' batches interleave
         # on the event loop, and a commit waits for its own stage's records only).
-        producer = partial(Producer, durable_producer_config(s))
+        producer = partial(Producer, durable_producer_config(s, **{"linger.ms": WRITER_LINGER_MS}))
         self.identity_writer = TableWriter(producer)
         self.context_writer = TableWriter(producer)
         # Identity tables: written only by the identity stage, on the tenant's partition.
