@@ -27,9 +27,13 @@ from omnistitch.topics import pipeline_groups
 
 
 def targets(settings: LagExporterSettings) -> list[LagTarget]:
-    """The groups to watch; the workers' groups also report their inputs before they commit."""
+    """The groups to watch, with the topics they read: the workers' groups their inputs,
+    others what ``lag_topics`` names for them (none: every topic they committed on)."""
     own = pipeline_groups(settings, settings.app_id)
-    return [LagTarget(g, tuple(own.get(g, ()))) for g in settings.groups]
+    return [
+        LagTarget(g, tuple(dict.fromkeys([*own.get(g, ()), *settings.lag_topics.get(g, ())])))
+        for g in settings.groups
+    ]
 
 
 def registry_for(monitor: LagMonitor) -> CollectorRegistry:

@@ -284,6 +284,14 @@ class LagExporterSettings(KafkaSettings):
         description="Comma-separated consumer groups to watch (default: the workers' two "
         "groups, <app id>-ingest and <app id>).",
     )
+    lag_topics: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Topics a watched group reads, per group, as JSON "
+        '({"agent-desktop": ["prod.customer.context"]}; full topic names): their lag is '
+        "reported before the group's first commit on them, and only their partitions are "
+        "read from the broker, where a group named without topics costs every reading the "
+        "whole cluster's metadata. The workers' groups are known already.",
+    )
     lag_interval_s: float = Field(
         default=10.0, ge=0.2, le=600, description="Seconds between two reads of the offsets."
     )
@@ -302,6 +310,19 @@ class LagExporterSettings(KafkaSettings):
         if isinstance(value, str):
             return [g.strip() for g in value.split(",") if g.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _topics_of_watched_groups(self) -> LagExporterSettings:
+        unwatched = sorted(set(self.lag_topics) - set(self.groups))
+        if unwatched:
+            raise ValueError(
+                f"lag_topics names groups that are not watched: {unwatched} "
+                f"(watched: {self.groups}; add them to OMNISTITCH_LAG_GROUPS)"
+            )
+        empty = sorted(g for g, topics in self.lag_topics.items() if not topics)
+        if empty:
+            raise ValueError(f"lag_topics lists no topic for {empty}")
+        return self
 
     @property
     def groups(self) -> list[str]:

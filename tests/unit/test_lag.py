@@ -10,7 +10,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+from pydantic import ValidationError
+from typer.testing import CliRunner
 
+from omnistitch.cli import cli
 from omnistitch.lag import (
     GroupOffsets,
     LagSnapshot,
@@ -182,3 +185,42 @@ def test_exporter_watches_the_workers_groups_and_their_input_topics(
         "prod.stitch-customer-ops",
     )
     assert targets(LagExporterSettings())[1].topics == ()
+    # A group of its own, with the topics it reads named: read before its first commit, and
+    # without the whole cluster's metadata (tests/integration/test_lag_probe.py).
+    monkeypatch.setenv("OMNISTITCH_LAG_TOPICS", '{"agent-desktop": ["prod.customer.context"]}')
+    assert targets(LagExporterSettings())[1] == LagTarget(
+        "agent-desktop", ("prod.customer.context",)
+    )
+    monkeypatch.setenv("OMNISTITCH_LAG_TOPICS", '{"stitch": ["prod.raw.events"]}')
+    assert targets(LagExporterSettings())[0].topics == (
+        "prod.stitch-identity-requests",
+        "prod.stitch-customer-ops",
+        "prod.raw.events",
+    )
+
+
+@pytest.mark.parametrize(
+    ("topics", "error"),
+    [
+        ('{"billing": ["prod.customer.context"]}', r"not watched: \['billing'\]"),
+        ('{"agent-desktop": []}', r"no topic for \['agent-desktop'\]"),
+        ('{"agent-desktop": "prod.customer.context"}', "lag_topics"),
+    ],
+)
+def test_exporter_refuses_topics_for_groups_it_does_not_watch(
+    monkeypatch: pytest.MonkeyPatch, topics: str, error: str
+) -> None:
+    monkeypatch.setenv("OMNISTITCH_LAG_GROUPS", "stitch,agent-desktop")
+    monkeypatch.setenv("OMNISTITCH_LAG_TOPICS", topics)
+    with pytest.raises(ValidationError, match=error):
+        LagExporterSettings()
+
+
+def test_the_exporter_command_refuses_them_before_starting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OMNISTITCH_LAG_TOPICS", '{"billing": ["prod.customer.context"]}')
+    result = CliRunner().invoke(cli, ["lag-exporter"])
+    assert result.exit_code == 2
+    assert "billing" in result.output
+    assert "OMNISTITCH_LAG_GROUPS" in result.output
