@@ -887,21 +887,26 @@ def remove_scratch(bootstrap: str, prefix: str, timeout_s: float = 60.0) -> list
     """
     stem = prefix.rstrip(".")
     admin = AdminClient(client_config(KafkaSettings(bootstrap_servers=bootstrap)))
-    names = sorted(t for t in admin.list_topics(timeout=timeout_s).topics if t.startswith(stem))
-    if not names:
+    try:
+        listed = admin.list_topics(timeout=timeout_s).topics
+        names = sorted(t for t in listed if t.startswith(stem))
+        if not names:
+            return []
+        futures = admin.delete_topics(names, operation_timeout=timeout_s, request_timeout=timeout_s)
+        for name, fut in futures.items():
+            try:
+                fut.result()
+            except KafkaException as exc:
+                _say(f"warning: scratch topic {name} not deleted: {exc}")
+        deadline = time.monotonic() + timeout_s  # gone from the metadata, not only asked
+        while set(names) & set(admin.list_topics(timeout=timeout_s).topics):
+            if time.monotonic() > deadline:
+                _say(f"warning: scratch topics of {stem} still listed after {timeout_s:.0f}s")
+                break
+            time.sleep(0.2)
+    except KafkaException as exc:  # e.g. the broker went away: what failed the run says why
+        _say(f"warning: scratch topics of {stem} not removed: {exc}")
         return []
-    futures = admin.delete_topics(names, operation_timeout=timeout_s, request_timeout=timeout_s)
-    for name, fut in futures.items():
-        try:
-            fut.result()
-        except KafkaException as exc:
-            _say(f"warning: scratch topic {name} not deleted: {exc}")
-    deadline = time.monotonic() + timeout_s  # gone from the broker's metadata, not only asked
-    while set(names) & set(admin.list_topics(timeout=timeout_s).topics):
-        if time.monotonic() > deadline:
-            _say(f"warning: scratch topics of {stem} still listed after {timeout_s:.0f}s")
-            break
-        time.sleep(0.2)
     _say(f"removed {len(names)} scratch topics of {stem}")
     return names
 

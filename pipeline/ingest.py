@@ -30,7 +30,7 @@ shows as lag on the group.
 
 What it asks of the broker: the consumer waits for ``FETCH_MIN_BYTES`` or ``batch_wait_s``
 per fetch (with librdkafka's defaults it fetched ~630 times a second at 2,000 ev/s, a few
-records each; ~180 so), and the offsets are committed once a second, not per batch (~70
+records each; ~170 now), and the offsets are committed once a second, not per batch (~70
 commits a second at that rate): the shared broker's CPU fell from 0.50-0.52 to 0.42 of a
 core (README, Performance).
 """
@@ -107,7 +107,7 @@ class Ingest:
             handed_on: Offsets = {}  # acknowledged downstream, not yet committed
 
             def on_revoke(consumer: Consumer, partitions: list[TopicPartition]) -> None:
-                commit_revoked(consumer, handed_on, partitions)
+                commit_handed_on(consumer, handed_on, partitions)
 
             consumer.subscribe([self.raw_topic], on_revoke=on_revoke)
             interval = self.settings.ingest_commit_interval_s
@@ -122,8 +122,8 @@ class Ingest:
                         consumer.commit(offsets=list(handed_on.values()), asynchronous=True)
                         handed_on.clear()
                         committed_at = time.monotonic()
-                if handed_on:  # stopping: the batches in hand are all acknowledged
-                    consumer.commit(offsets=list(handed_on.values()), asynchronous=False)
+                # Stopping: every batch handed on is acknowledged; commit them all now.
+                commit_handed_on(consumer, handed_on, consumer.assignment())
             finally:
                 consumer.close()  # leaves the group at once: its partitions move now
         except Exception:
@@ -223,20 +223,21 @@ def next_offsets(batch: Sequence[Message]) -> Offsets:
     return {key: TopicPartition(key[0], key[1], end) for key, end in ends.items()}
 
 
-def commit_revoked(
+def commit_handed_on(
     consumer: Consumer, handed_on: Offsets, partitions: Sequence[TopicPartition]
 ) -> None:
-    """Commit (and forget) what was handed on from ``partitions`` before they move to
-    another worker, which starts at these commits: without this it would re-read up to
-    ``ingest_commit_interval_s`` of their events. A commit that fails is not lost work
-    (the records are re-read and resolved idempotently): it is logged, not raised."""
+    """Commit (and forget) at once what was handed on from ``partitions``: when they move
+    to another worker, which starts at these commits (else it would re-read up to
+    ``ingest_commit_interval_s`` of their events), and when the stage stops. A commit that
+    fails is not lost work (the records are re-read and resolved idempotently): it is
+    logged, not raised."""
     offsets = [tp for tp in (handed_on.pop((p.topic, p.partition), None) for p in partitions) if tp]
     if not offsets:
         return
     try:
         consumer.commit(offsets=offsets, asynchronous=False)
     except KafkaException as exc:
-        log.warning("ingest offsets of revoked partitions not committed (re-read): %s", exc)
+        log.warning("ingest offsets not committed (they will be re-read): %s", exc)
 
 
 def _on_commit(err: KafkaError | None, partitions: list[TopicPartition]) -> None:
