@@ -178,7 +178,9 @@ class WorkerSettings(KafkaSettings):
         default=0.005,
         ge=0.0005,
         le=1.0,
-        description="Longest a stage waits to fill a batch: latency added per stage at low load.",
+        description="Longest a stage waits to fill a batch: latency added per stage at low load "
+        "(the identity and context stages' take; how long the broker may hold the ingest "
+        "stage's fetch for 64 KB of raw events).",
     )
     ingest_commit_interval_s: float = Field(
         default=1.0,

@@ -11,7 +11,9 @@ cannot join).
 
 The order for each batch, and why nothing a connector was told is accepted is lost:
 
-1. take up to ``batch_max`` records (waiting at most ``batch_wait_s`` to fill the batch);
+1. take up to ``batch_max`` records: the first as soon as it comes, and those fetched with
+   it (the broker holds each fetch until it has 64 KB or ``batch_wait_s`` has passed, so
+   a fetch is a batch; the stage itself does not wait again);
 2. decode and normalise each one (:func:`pipeline.intake.intake`, pure); a record that
    cannot be used becomes a dead letter carrying the reason and its original bytes;
 3. produce the dead letters to ``raw.events.dlq`` and the resolve requests, as batch
@@ -153,14 +155,15 @@ class Ingest:
         return durable_producer_config(self.settings, partitioner="murmur2_random")
 
     def next_batch(self, consumer: Consumer) -> list[Message]:
-        """Up to ``batch_max`` records: the first one as soon as it comes, the rest that
-        arrive within ``batch_wait_s`` of it. A fatal client error is raised."""
+        """Up to ``batch_max`` records: the first one as soon as it comes, then those already
+        fetched. Waiting ``batch_wait_s`` more for others (as it did) added that to every
+        record's ingest hop at moderate load: the broker had already gathered them for that
+        long (``fetch.wait.max.ms``). A fatal client error is raised."""
         first = consumer.poll(IDLE_POLL_S)
         if first is None:
             return []
-        s = self.settings
         batch = []
-        for msg in (first, *consumer.consume(s.batch_max - 1, s.batch_wait_s)):
+        for msg in (first, *consumer.consume(self.settings.batch_max - 1, 0)):
             error = msg.error()
             if error is None:
                 batch.append(msg)

@@ -348,3 +348,36 @@ def test_a_partition_that_moves_to_another_worker_is_committed_first(
     finally:
         second.stop()
         first.stop()
+
+
+def test_a_batch_is_what_the_fetch_brought_without_waiting_again(
+    worker_env: dict[str, str],
+) -> None:
+    """The broker holds ingest's fetch for 64 KB or ``batch_wait_s``; once it answers, the
+    stage takes what it brought at once. It used to wait ``batch_wait_s`` more for a full
+    batch, which added that to every record's hop below ``batch_max`` records a fetch."""
+    settings = stage_settings(worker_env, batch_wait_s=1.0)
+    stage = Ingest(settings, RULES)
+    consumer = Consumer(stage.consumer_config())
+    consumer.subscribe([stage.raw_topic])
+    try:
+        publish(worker_env, 0, [good("warm")])
+        batch: list[Message] = []
+        deadline = time.monotonic() + 60
+        while not batch and time.monotonic() < deadline:  # joined, positioned, fetching
+            batch = stage.next_batch(consumer)
+        assert [m.value() for m in batch] == [good("warm")]
+        bodies = [good(f"f{i:03}") for i in range(400)]  # ~100 KB: past the 64 KB a fetch waits for
+        assert sum(map(len, bodies)) > 65_536
+        producer = Producer({"bootstrap.servers": worker_env["OMNISTITCH_BOOTSTRAP_SERVERS"]})
+        for body in bodies:
+            producer.produce(raw_topic(worker_env), value=body, partition=0)
+        assert producer.flush(15) == 0
+        started = time.monotonic()
+        batch = stage.next_batch(consumer)
+        elapsed = time.monotonic() - started
+        assert 0 < len(batch) < settings.batch_max  # a fetch's worth, not a full batch
+        assert [m.value() for m in batch] == bodies[: len(batch)]
+        assert elapsed < 0.8, f"took {elapsed:.2f}s: waited for a full batch"
+    finally:
+        consumer.close()
