@@ -36,6 +36,7 @@ from tests.processes import Process, http_json, wait_for
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 PARTITIONS = 8
+RULES = load_rules(None)
 
 
 def event(name: str, *identifiers: Identifier) -> RawEvent:
@@ -115,18 +116,18 @@ def committed(env: dict[str, str], group: str) -> dict[int, int]:
         reader.close()
 
 
-def dead_letters(env: dict[str, str]) -> list[dict[str, object]]:
-    topic = env["OMNISTITCH_TOPIC_PREFIX"] + "raw.events.dlq"
+def partition_values(bootstrap: str, topic: str, partition: int) -> list[bytes]:
+    """Every value on one partition, from its start to its end (which it must reach)."""
     reader = Consumer(
         {
-            "bootstrap.servers": env["OMNISTITCH_BOOTSTRAP_SERVERS"],
-            "group.id": "ingest-test-dlq-reader",
+            "bootstrap.servers": bootstrap,
+            "group.id": "ingest-test-reader",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
         }
     )
-    reader.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-    out: list[dict[str, object]] = []
+    reader.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+    values: list[bytes] = []
     deadline = time.monotonic() + 30
     try:
         while time.monotonic() < deadline:
@@ -135,11 +136,17 @@ def dead_letters(env: dict[str, str]) -> list[dict[str, object]]:
                 continue
             if (err := msg.error()) is not None:
                 assert err.code() == KafkaError._PARTITION_EOF, err
-                break
-            out.append(json.loads(msg.value() or b"{}"))
+                return values
+            values.append(msg.value() or b"")
     finally:
         reader.close()
-    return out
+    raise AssertionError(f"{topic}[{partition}]: its end not reached in 30 s")
+
+
+def dead_letters(env: dict[str, str]) -> list[dict[str, object]]:
+    topic = env["OMNISTITCH_TOPIC_PREFIX"] + "raw.events.dlq"
+    values = partition_values(env["OMNISTITCH_BOOTSTRAP_SERVERS"], topic, 0)
+    return [json.loads(value or b"{}") for value in values]
 
 
 def env_topic(env: dict[str, str], name: str) -> str:
@@ -224,15 +231,9 @@ def test_a_batch_the_broker_does_not_acknowledge_raises_before_any_commit(
 ) -> None:
     """Steps 3-4 of the ingest order with a real producer that cannot reach a broker: the
     batch raises (so the stage's thread ends the worker before its commit)."""
-    settings = WorkerSettings.model_validate(
-        {
-            "bootstrap_servers": worker_env["OMNISTITCH_BOOTSTRAP_SERVERS"],
-            "topic_prefix": worker_env["OMNISTITCH_TOPIC_PREFIX"],
-            "app_id": worker_env["OMNISTITCH_APP_ID"],
-        }
-    )
+    settings = stage_settings(worker_env)
     publish(worker_env, 0, [good("unacked")])
-    stage = Ingest(settings, load_rules(None))
+    stage = Ingest(settings, RULES)
     consumer = Consumer(stage.consumer_config())
     consumer.subscribe([stage.raw_topic])
     try:
@@ -268,30 +269,12 @@ def handed_on(settings: WorkerSettings) -> list[str]:
     """The event ids of every resolve request in the identity log, in log order."""
     topic = Ingest(settings, RULES).requests_topic
     partition = key_partition(settings.tenant, PARTITIONS)
-    reader = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": "ingest-test-requests-reader",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    reader.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-    ids: list[str] = []
-    try:
-        while True:
-            msg = reader.poll(10)
-            assert msg is not None, "the identity log did not answer"
-            if (err := msg.error()) is not None:
-                assert err.code() == KafkaError._PARTITION_EOF, err
-                return ids
-            requests = identity_requests(msg.value() or b"")
-            ids += [r.event_id for r in requests if isinstance(r, ResolveRequest)]
-    finally:
-        reader.close()
-
-
-RULES = load_rules(None)
+    return [
+        request.event_id
+        for value in partition_values(settings.bootstrap_servers, topic, partition)
+        for request in identity_requests(value)
+        if isinstance(request, ResolveRequest)
+    ]
 
 
 def test_offsets_are_committed_on_the_interval_and_when_the_stage_stops(

@@ -83,17 +83,22 @@ def test_later_event_joins_two_customers_and_the_older_id_survives() -> None:
     assert node.links[2].merged == [younger]
 
 
+def table_rows(tables: IdentityTables) -> dict[str, dict[str, object]]:
+    """Every table's rows."""
+    return {name: dict(rows) for name, rows in vars(tables).items()}
+
+
 def test_resolving_the_same_event_twice_changes_nothing() -> None:
     e = engine()
     e.resolve(obs("e1", 0, "anonymous_id:a"))
     e.resolve(obs("e2", 1, "user_id:u1"))
     e.resolve(obs("e2b", 1, "user_id:u2", "email:shared@x.com"))
     join = e.resolve(obs("e3", 2, "anonymous_id:a", "user_id:u1", "email:shared@x.com"))
-    state = {k: dict(v) for k, v in vars(e.t).items()}
+    state = table_rows(e.t)
     again = e.resolve(obs("e3", 2, "anonymous_id:a", "user_id:u1", "email:shared@x.com"))
     assert again.customer_id == join.customer_id
     assert again.merges == ()
-    assert {k: dict(v) for k, v in vars(e.t).items()} == state
+    assert table_rows(e.t) == state
 
 
 def test_a_crash_between_changelogs_is_healed_by_the_redelivered_event() -> None:
@@ -108,9 +113,7 @@ def test_a_crash_between_changelogs_is_healed_by_the_redelivered_event() -> None
     again = crashed.resolve(obs("e1", 0, "anonymous_id:a", "email:a@x.com"))
     assert again.customer_id == first.customer_id
     assert again.created
-    assert {k: dict(v) for k, v in vars(crashed.t).items()} == {
-        k: dict(v) for k, v in vars(whole.t).items()
-    }
+    assert table_rows(crashed.t) == table_rows(whole.t)
 
 
 def test_a_node_row_changed_underneath_is_parsed_again() -> None:
