@@ -212,6 +212,16 @@ class WorkerSettings(KafkaSettings):
     trigger_interval_s: float = Field(
         default=1.0, ge=0.05, le=60, description="How often due engagement triggers are checked."
     )
+    session_timeout_s: float = Field(
+        default=45.0,
+        ge=6.0,
+        le=1800.0,
+        description="How long a consumer group waits for a silent worker before moving its "
+        "partitions to the others (session.timeout.ms: faust's group and the ingest stage's; "
+        "the broker accepts 6 s to 30 min by default). A crashed worker's raw events and "
+        "stages wait this long; too short and a worker busy in a long pause is taken for "
+        "dead.",
+    )
     standby_replicas: int = Field(
         default=1, ge=0, le=8, description="Standby copies of each table partition (faust)."
     )

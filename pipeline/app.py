@@ -249,6 +249,7 @@ class Pipeline:
             producer_max_request_size=PRODUCER_REQUEST_BYTES,
             producer_linger=PRODUCER_LINGER_S,
             table_standby_replicas=s.standby_replicas,
+            broker_session_timeout=s.session_timeout_s,
             broker_credentials=faust_credentials(s),
             # faust buffers up to 4,096 unprocessed records per stream by default. Every
             # record the two stages read is a batch record of up to 500 messages (~250 KB),

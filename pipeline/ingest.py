@@ -144,6 +144,8 @@ class Ingest:
                 "queued.max.messages.kbytes": PREFETCH_KB,
                 "fetch.min.bytes": FETCH_MIN_BYTES,
                 "fetch.wait.max.ms": max(1, round(self.settings.batch_wait_s * 1000)),
+                # The same failover time as faust's group (librdkafka's default is 45 s).
+                "session.timeout.ms": round(self.settings.session_timeout_s * 1000),
                 "on_commit": _on_commit,
             },
         )

@@ -52,6 +52,25 @@ class Process:
             os.killpg(self.proc.pid, signal.SIGKILL)
             return self.proc.wait(10)
 
+    def stacks(self) -> str:
+        """Every thread's Python stack, for a failure that may be a hang (py-spy, a dev
+        dependency; its own error if it cannot attach)."""
+        if not self.alive():
+            return "(not running)"
+        assert self.proc is not None
+        spy = Path(sys.executable).with_name("py-spy")
+        try:
+            done = subprocess.run(
+                [str(spy), "dump", "--pid", str(self.proc.pid)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"(py-spy: {exc})"
+        return done.stdout + done.stderr
+
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import msgspec
+import pytest
 from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
+from pydantic import ValidationError
 
 from omnistitch.settings import WorkerSettings
 from pipeline.app import ROCKSDB_OPTIONS, Pipeline, key_partition
+from pipeline.ingest import Ingest
 from pipeline.ops import (
     BATCH_RECORD_BYTES,
     MAX_REQUESTS_PER_RECORD,
@@ -18,6 +21,7 @@ from pipeline.ops import (
     customer_ops,
     encode_op,
 )
+from pipeline.rules import load_rules
 
 
 def pipeline(**settings: object) -> Pipeline:
@@ -36,6 +40,16 @@ def test_a_stage_stream_buffers_a_few_batches_of_records_not_faust_s_4096() -> N
     # each record is a batch record of up to batch_max messages (~250 KB at 500)
     assert pipeline(batch_records=8).app.conf.stream_buffer_maxsize == 32
     assert pipeline(batch_records=1).app.conf.stream_buffer_maxsize == 4
+
+
+def test_both_consumer_groups_wait_the_session_timeout_for_a_silent_worker() -> None:
+    settings = WorkerSettings(bootstrap_servers="127.0.0.1:1", session_timeout_s=10)
+    assert Pipeline(settings).app.conf.broker_session_timeout == 10
+    assert Ingest(settings, load_rules(None)).consumer_config()["session.timeout.ms"] == 10_000
+    # the broker's bounds (group.min/max.session.timeout.ms), refused at start-up
+    for bad in (5.9, 1801):
+        with pytest.raises(ValidationError, match="session_timeout_s"):
+            WorkerSettings(bootstrap_servers="127.0.0.1:1", session_timeout_s=bad)
 
 
 def test_the_producer_buffer_holds_a_batch_of_table_writes() -> None:
