@@ -97,6 +97,17 @@ def test_web_chat_call_and_sms_become_one_customer(
             timeout=30,
         )
         assert page.status_code == 200, page.text
+
+        def holder(identifier: str, events: int) -> CustomerContext | None:
+            body = http_json(f"{api}/v1/customers?identifier={quote(identifier)}")
+            ctx = None if body is None else CustomerContext.model_validate(body)
+            return ctx if ctx is not None and len(ctx.timeline) == events else None
+
+        # Their records have different keys, so no order between them: wait for both
+        # customers before the chat, which then has to merge them.
+        by_phone = wait_for("the caller", partial(holder, f"phone:{PHONE}", 2), 120, worker)
+        visitor = wait_for("the visitor", partial(holder, "anonymous_id:anon-e2e", 1), 60, worker)
+        assert by_phone.customer_id != visitor.customer_id
         # The chat: logged in (proved), same browser, gives email and phone.
         chat = httpx.post(
             f"{chat_url}/webchat/events",
@@ -117,12 +128,12 @@ def test_web_chat_call_and_sms_become_one_customer(
         )
         assert chat.status_code == 200, chat.text
 
-        def stitched() -> CustomerContext | None:
-            body = http_json(f"{api}/v1/customers?identifier=user_id:user-e2e")
-            ctx = None if body is None else CustomerContext.model_validate(body)
-            return ctx if ctx is not None and len(ctx.timeline) == 4 else None
-
+        stitched = partial(holder, "user_id:user-e2e", 4)
         customer = wait_for("one customer with four interactions", stitched, 120, worker)
+        # one of the two survives the merge (the older), and names the other as merged into it
+        pair = {by_phone.customer_id, visitor.customer_id}
+        assert customer.customer_id in pair
+        assert pair - {customer.customer_id} <= set(customer.merged_from)
         assert {e.channel.value for e in customer.timeline} == {"web", "chat", "voice", "sms"}
         assert {e.event_id for e in customer.timeline} == {
             "twilio:call:CAe2e:no-answer:2",

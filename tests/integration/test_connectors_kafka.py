@@ -425,7 +425,7 @@ def test_unreachable_broker_is_503_for_every_http_connector() -> None:
             transport = httpx.ASGITransport(app=create_app(connector, "dead.raw.events", publisher))
             async with httpx.AsyncClient(transport=transport, base_url="http://c") as client:
                 answers.append(await client.post(path, content=body, headers=headers))
-                for _ in range(50):  # readiness follows once librdkafka gives up on the broker
+                for _ in range(300):  # readiness follows once librdkafka gives up on the broker
                     if (await client.get("/readyz")).status_code == 503:
                         break
                     await asyncio.sleep(0.1)

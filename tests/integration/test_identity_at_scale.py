@@ -550,6 +550,35 @@ def context_changes(before: dict[str, CustomerContext], after: dict[str, Custome
     return "\n".join(lines)
 
 
+def wait_caught_up(cluster: Cluster) -> None:
+    """Wait until each hop has committed everything upstream of it, checked in pipeline
+    order: raw events (the ingest group), the identity log, the customer ops (faust's
+    group). A hop commits only what it has handed on (acknowledged), so then every record
+    published so far has been applied."""
+    env = cluster.env
+    prefix, app = env["OMNISTITCH_TOPIC_PREFIX"], env["OMNISTITCH_APP_ID"]
+    hops = [
+        (f"{app}-ingest", f"{prefix}raw.events"),
+        (app, f"{prefix}{app}-identity-requests"),
+        (app, f"{prefix}{app}-customer-ops"),
+    ]
+    bootstrap = env["OMNISTITCH_BOOTSTRAP_SERVERS"]
+    for group, topic in hops:
+        reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+        try:
+            meta = reader.list_topics(topic, timeout=15).topics[topic]
+            tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+
+            def behind(reader: Consumer = reader, tps: list[TopicPartition] = tps) -> int:
+                committed = reader.committed(tps, timeout=15)
+                ends = [reader.get_watermark_offsets(tp, timeout=10)[1] for tp in tps]
+                return sum(end - max(c.offset, 0) for c, end in zip(committed, ends, strict=True))
+
+            wait_for(f"{group} to commit {topic}", lambda: behind() == 0 or None, APPLIED_TIMEOUT)
+        finally:
+            reader.close()
+
+
 def wait_converged(view: ContextView, expected: Partition, cluster: Cluster) -> Partition:
     """Poll customer.context until its live customers are exactly ``expected``."""
     deadline = time.monotonic() + APPLIED_TIMEOUT
@@ -906,6 +935,9 @@ def test_duplicate_events_change_nothing(worker_env: dict[str, str], tmp_path: P
         ref = replay(log.requests, BUILTIN)
         expected = ref.partition()
         wait_converged(view, expected, cluster)
+        # the copies may still be on their way once the view matches: baselines after them
+        wait_caught_up(cluster)
+        view.refresh()
         before = view.live()
         check_contexts(before)
         graph = wait_identity_matches(state, ref, BUILTIN, cluster)
@@ -932,7 +964,7 @@ def test_duplicate_events_change_nothing(worker_env: dict[str, str], tmp_path: P
             return True if again and done >= len(wanted) else None
 
         wait_for("a context record per duplicate", republished, APPLIED_TIMEOUT)
-        time.sleep(1.0)
+        wait_caught_up(cluster)
         after = view.refresh()
         assert after == before, context_changes(before, after)
         for ctx in after.values():
