@@ -118,6 +118,14 @@ class WorkerSettings(KafkaSettings):
         le=1_000_000,
         description="Parsed customer contexts kept in memory per worker (an LRU).",
     )
+    context_cache_mb: float = Field(
+        default=32.0,
+        gt=0,
+        le=65_536,
+        description="Most the cached contexts may weigh, in MB of their encoded size (their "
+        "memory parsed is ~1.4-1.9x that): a context grows with its history, to ~300 KB "
+        "parsed for 200 chat messages, so a count alone does not bound the cache.",
+    )
     rules_file: Path | None = Field(
         default=None, description="Identity rules (TOML); the built-in defaults when unset."
     )

@@ -58,7 +58,7 @@ from pipeline.identity import (
     IdentityTables,
     Observation,
 )
-from pipeline.lru import Lru
+from pipeline.lru import WeightedLru
 from pipeline.ops import (
     MAX_REQUESTS_PER_RECORD,
     AnyCustomerOp,
@@ -375,7 +375,11 @@ class Pipeline:
         # (≈0.8 ms at 200 entries), far more than the event that changes it. Written through
         # on every change, so the table always has what the cache has; forgotten whenever
         # partitions are revoked, since another worker may then change them.
-        self.context_cache: Lru[str, CustomerContext] = Lru(s.context_cache_size)
+        # Bounded by weight too (a context's encoded size), since one context weighs a few
+        # KB to hundreds.
+        self.context_cache: WeightedLru[str, CustomerContext] = WeightedLru(
+            s.context_cache_size, round(s.context_cache_mb * 1024 * 1024)
+        )
         # Contexts the context stage changed in the batch it is handling, not yet written.
         self._unwritten: dict[str, _Unwritten] = {}
         # The ops partition whose part of a batch the context stage is handling.
@@ -608,13 +612,15 @@ class Pipeline:
             raw = self.contexts.get(cid)
         if not isinstance(raw, bytes):  # never stored, or removed in this batch
             return None
-        ctx = self.context_cache[cid] = context_state.decode(raw)
+        m.CONTEXT_CACHE_MISSES.inc()
+        ctx = context_state.decode(raw)
+        self.context_cache.put(cid, ctx, len(raw))
         return ctx
 
     def drop(self, cid: str) -> None:
         """Forget a customer's context; removing its row tombstones it on the view."""
         self._unwritten.pop(cid, None)
-        self.context_cache.pop(cid, None)
+        self.context_cache.pop(cid)
         self.context_writer.put(self.contexts, self._partition, cid, None)
         self.schedule_tier.pop(cid, None)
 
@@ -670,14 +676,15 @@ class Pipeline:
                     self.schedule_tier.pop(cid, None)
                 else:
                     self.schedule_tier[cid] = due_iso
-            if not published:
-                self.context_cache[cid] = ctx
+            if not published:  # a tick that fired nothing: rare, weighed by encoding it
+                self.context_cache.put(cid, ctx, len(context_state.encode(ctx)))
                 continue
             if changed and ctx.updated_at != now:  # a trigger recorded in an unchanged one
                 ctx = context_state.replace(ctx, updated_at=now)
             # the row's changelog record *is* the view (customer.context)
-            self.context_writer.put(self.contexts, self._partition, cid, context_state.encode(ctx))
-            self.context_cache[cid] = ctx
+            encoded = context_state.encode(ctx)
+            self.context_writer.put(self.contexts, self._partition, cid, encoded)
+            self.context_cache.put(cid, ctx, len(encoded))
         for tier in self.context_tiers:
             tier.flush(partial(self.context_writer.put, cast(Table, tier.table), self._partition))
         if self._triggers_sent:  # acknowledged before the contexts that record them

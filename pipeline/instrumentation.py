@@ -34,6 +34,8 @@ STATE_BYTES = "omnistitch_state_size_bytes"
 RECOVERY_REMAINING = "omnistitch_table_recovery_remaining_records"
 RECOVERING = "omnistitch_table_recovery_in_progress"
 ASSIGNED = "omnistitch_assigned_partitions"
+CONTEXT_CACHE_BYTES = "omnistitch_context_cache_bytes"
+CONTEXT_CACHE_ENTRIES = "omnistitch_context_cache_entries"
 
 
 def own_lag_monitor(settings: WorkerSettings) -> LagMonitor:
@@ -104,7 +106,19 @@ class WorkerCollector(Collector):
             ASSIGNED, "Partitions assigned to this worker (inputs, changelogs and standbys)."
         )
         assigned.add_metric([], self.assigned)
-        yield from (ready, state, remaining, recovering, assigned)
+        cache = self._p.context_cache
+        cache_bytes = GaugeMetricFamily(
+            CONTEXT_CACHE_BYTES,
+            "Encoded size of the parsed contexts the worker caches (OMNISTITCH_CONTEXT_CACHE_MB "
+            "bounds it; their memory is ~1.4-1.9x that).",
+        )
+        cache_bytes.add_metric([], cache.weight)
+        cache_entries = GaugeMetricFamily(
+            CONTEXT_CACHE_ENTRIES,
+            "Parsed contexts the worker caches (OMNISTITCH_CONTEXT_CACHE_SIZE bounds it).",
+        )
+        cache_entries.add_metric([], len(cache))
+        yield from (ready, state, remaining, recovering, assigned, cache_bytes, cache_entries)
 
     def describe(self) -> Iterator[Metric]:
         return iter(
@@ -114,6 +128,8 @@ class WorkerCollector(Collector):
                 GaugeMetricFamily(RECOVERY_REMAINING, "", labels=["kind"]),
                 GaugeMetricFamily(RECOVERING, ""),
                 GaugeMetricFamily(ASSIGNED, ""),
+                GaugeMetricFamily(CONTEXT_CACHE_BYTES, ""),
+                GaugeMetricFamily(CONTEXT_CACHE_ENTRIES, ""),
             ]
         )
 

@@ -60,3 +60,61 @@ class Lru(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+class WeightedLru(Generic[K, V]):
+    """At most ``maxsize`` entries weighing at most ``max_weight`` in all (a weight per
+    entry, given when it is put: its encoded size, say); the oldest go first. An entry
+    heavier than ``max_weight`` alone is not kept.
+
+    For values whose memory varies by orders of magnitude, as a parsed customer context
+    does with its history (a few KB for a page view, ~300 KB for 200 chat messages), where
+    a count alone bounds nothing."""
+
+    __slots__ = ("_data", "max_weight", "maxsize", "weight")
+
+    def __init__(self, maxsize: int, max_weight: int) -> None:
+        if maxsize < 1 or max_weight < 1:
+            raise ValueError(f"maxsize and max_weight must be positive: {maxsize}, {max_weight}")
+        self.maxsize = maxsize
+        self.max_weight = max_weight
+        self.weight = 0  # of the entries held
+        self._data: OrderedDict[K, tuple[V, int]] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        data = self._data
+        try:
+            value, _ = data[key]
+        except KeyError:
+            return None
+        data.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V, weight: int) -> None:
+        data = self._data
+        old = data.pop(key, None)
+        if old is not None:
+            self.weight -= old[1]
+        if weight > self.max_weight:
+            return
+        data[key] = (value, weight)
+        self.weight += weight
+        while len(data) > self.maxsize or self.weight > self.max_weight:
+            self.weight -= data.popitem(last=False)[1][1]
+
+    def pop(self, key: K) -> V | None:
+        old = self._data.pop(key, None)
+        if old is None:
+            return None
+        self.weight -= old[1]
+        return old[0]
+
+    def clear(self) -> None:
+        self._data.clear()
+        self.weight = 0
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)

@@ -57,6 +57,10 @@ FAILED_REQUESTS = Counter(
     "Operator requests that named no such customer or link.",
     ["op"],
 )
+CONTEXT_CACHE_MISSES = Counter(
+    "omnistitch_context_cache_misses_total",
+    "Contexts the context stage read from RocksDB and parsed, not found in its cache.",
+)
 EVENTS_IN = Counter(
     "omnistitch_events_in_total",
     "Raw events the ingest stage decoded, by channel and source topic.",

@@ -15,6 +15,7 @@ from omnistitch.lag import LagSnapshot
 from omnistitch.lag_monitor import LagMonitor, LagTarget
 from omnistitch.settings import WorkerSettings
 from omnistitch.topics import ingest_group, pipeline_groups
+from pipeline import context_state
 from pipeline import metrics as m
 from pipeline.app import Pipeline
 from pipeline.gc_policy import time_collections
@@ -161,6 +162,12 @@ def test_worker_collector_reads_readiness_state_and_rebalances(tmp_path: Path) -
     asyncio.run(p.app.on_partitions_assigned.send(assigned))
     assert count("omnistitch_rebalances_total") == before + 1
     assert value("omnistitch_assigned_partitions") == 2
+    assert value("omnistitch_context_cache_entries") == 0
+    p.context_cache.put("cus_a", context_state.CustomerContext(customer_id="cus_a"), 1234)
+    assert value("omnistitch_context_cache_bytes") == 1234
+    assert value("omnistitch_context_cache_entries") == 1
+    asyncio.run(p.app.on_partitions_revoked.send(assigned))  # another worker may change them
+    assert value("omnistitch_context_cache_bytes") == 0
     assert not collector.ready()
     monitor.poll_once()  # the broker answered; the tables are still not recovered
     assert not collector.ready()
