@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -47,7 +48,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +73,17 @@ from omnistitch.topics import (
 )
 from pipeline.context_policy import load_context_policy
 from pipeline.rules import load_rules
-from schemas.events import RawEvent
+from schemas.events import Channel, Identifier, RawEvent
 
 _STAGE = re.compile(r'^omnistitch_stage_messages_total\{stage="(\w+)"\} ([0-9.e+]+)$', re.M)
 _DEAD = re.compile(r"^omnistitch_dead_letters_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 _REBALANCES = re.compile(r"^omnistitch_rebalances_total ([0-9.e+]+)$", re.M)
 _GC = re.compile(r'^omnistitch_gc_seconds_total\{generation="\d"\} ([0-9.e+-]+)$', re.M)
+_CACHE = re.compile(r"^omnistitch_context_cache_bytes ([0-9.e+]+)$", re.M)
+_MISSES = re.compile(r"^omnistitch_context_cache_misses_total ([0-9.e+]+)$", re.M)
+#: The count-only bound the context cache had before OMNISTITCH_CONTEXT_CACHE_MB: the
+#: baseline of the chat-history runs.
+COUNT_ONLY_CACHE = {"OMNISTITCH_CONTEXT_CACHE_MB": "65536"}
 
 
 @dataclass
@@ -101,6 +107,9 @@ class BenchConfig:
     #: Keep each run's topics and state directories (deleted by default: a run makes ~40
     #: topics of 8 partitions, and a broker reused for many runs ran out of file handles).
     keep_scratch: bool = False
+    #: Customers of the chat-history runs (0: none), each with ``chat_messages`` messages.
+    chat_history: int = 0
+    chat_messages: int = 120
 
 
 @dataclass
@@ -126,6 +135,12 @@ class PipelineFigures:
     latency_hops_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     #: The largest ingest process's peak RSS; None: ingest ran on the workers' threads.
     ingest_peak_rss_mb: float | None = None
+    #: What the workers' context caches held when the drain ended (encoded MB, summed),
+    #: and the contexts they had to read from RocksDB and parse during it.
+    context_cache_mb: float = 0.0
+    context_cache_misses: int = 0
+    #: Settings the run's workers had on top of the defaults.
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,6 +156,8 @@ class BenchReport:
     scaled: PipelineFigures | None = None  # the same records drained by ``workers`` workers
     growth: list[PipelineFigures] = field(default_factory=list)
     domain: DomainFigures | None = None  # the same records through the pure code, no Kafka
+    #: Chat-heavy customers drained with the defaults, then with the count-only cache.
+    history: list[PipelineFigures] = field(default_factory=list)
 
     def table(self) -> str:
         p = self.pipeline
@@ -195,7 +212,11 @@ class BenchReport:
             ]
         width = max(len(r[0]) for r in rows)
         text = "\n".join(f"{name:<{width}}  {value:>16}" for name, value in rows)
-        return text + ("\n\n" + growth_table(self.growth) if self.growth else "")
+        if self.growth:
+            text += "\n\n" + growth_table(self.growth)
+        if self.history:
+            text += "\n\n" + history_table(self.history)
+        return text
 
     @property
     def _processes(self) -> str:
@@ -235,10 +256,32 @@ def growth_table(rows: Sequence[PipelineFigures]) -> str:
         )
         for g in rows
     ]
+    return _columns(head, body)
+
+
+def _columns(head: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """Rows of cells, right-aligned in columns."""
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
     return "\n".join(
         "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *body]
     )
+
+
+def history_table(rows: Sequence[PipelineFigures]) -> str:
+    """The chat-history runs: the same long-history customers, each line one setting."""
+    head = ("chat history", "settings", "ev/s", "peak RSS MB", "context cache MB", "misses")
+    body = [
+        (
+            f"{h.customers:,} x {h.events // max(h.customers, 1):,} messages",
+            " ".join(f"{k}={v}" for k, v in h.settings.items()) or "defaults",
+            f"{h.events_per_s:,.0f}",
+            f"{h.peak_rss_mb:,.0f}",
+            f"{h.context_cache_mb:,.1f}",
+            f"{h.context_cache_misses:,}",
+        )
+        for h in rows
+    ]
+    return _columns(head, body)
 
 
 def parse_growth(text: str) -> list[int]:
@@ -392,6 +435,8 @@ def _counts(api: str) -> dict[str, float]:
     counts["dead"] = sum(float(v) for v in _DEAD.findall(text))
     counts["rebalances"] = sum(float(v) for v in _REBALANCES.findall(text))
     counts["gc_s"] = sum(float(v) for v in _GC.findall(text))
+    counts["context_cache_bytes"] = sum(float(v) for v in _CACHE.findall(text))
+    counts["context_cache_misses"] = sum(float(v) for v in _MISSES.findall(text))
     return counts
 
 
@@ -704,6 +749,42 @@ def to_records(dataset: Dataset) -> list[tuple[bytes, bytes]]:
     return records
 
 
+#: Words of the chat-history messages (their content matters only by its size).
+_WORDS = "the order shoes size return refund tracking parcel delivery late please help thanks"
+
+
+def chat_history_records(customers: int, messages: int, seed: int) -> list[tuple[bytes, bytes]]:
+    """Customers with long chat histories, as raw-topic records: each sends ``messages``
+    web-chat messages of ~300 characters (20 to a conversation), one customer after the
+    other. The journeys' customers have a few events without text, so their contexts stay
+    small (a few KB); a contact centre's busiest customers weigh ~100x that, which is what
+    a context cache bounded by count alone could not hold (README, Session 15)."""
+    rnd, words = random.Random(seed), _WORDS.split()
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    now = datetime.now(UTC)
+    records = []
+    for c in range(customers):
+        email = f"chat{c}@example.com"
+        key = f"email:{email}".encode()
+        for i in range(messages):
+            event = RawEvent(
+                event_id=f"chat{c}-m{i}",
+                channel=Channel.CHAT,
+                source="bench",
+                kind="message",
+                occurred_at=start + timedelta(minutes=i),
+                received_at=now,
+                identifiers=[Identifier(type="email", value=email)],
+                properties={
+                    "conversation_id": f"chat{c}-{i // 20}",
+                    "text": " ".join(rnd.choice(words) for _ in range(50))[:300],
+                    "author": "customer" if i % 2 else "agent",
+                },
+            )
+            records.append((key, event.model_dump_json().encode()))
+    return records
+
+
 def run_pipeline(
     cfg: BenchConfig,
     records: list[tuple[bytes, bytes]],
@@ -713,6 +794,7 @@ def run_pipeline(
     recovery: bool = True,
     latency: bool = True,
     profile: Path | None = None,
+    settings: dict[str, str] | None = None,
 ) -> PipelineFigures:
     """``workers`` processes of a fresh app (fresh topics, group and state) drain ``records``.
 
@@ -722,7 +804,9 @@ def run_pipeline(
     the context stage idles with every event through. Then, optionally: ``recovery`` wipes
     every worker's state and times their restart until all are ready again; ``latency``
     offers ``cfg.latency_rate`` events/s and times each to its published context.
+    ``settings``: environment the workers get on top of the defaults.
     """
+    settings = settings or {}
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     root = cfg.workdir / prefix.rstrip(".")
     ports = _free_ports(workers * 2)  # a worker's API, and its ingest process's metrics
@@ -734,6 +818,7 @@ def run_pipeline(
             "OMNISTITCH_STATE_DIR": str(root / f"state-{i}"),
             "OMNISTITCH_API_PORT": str(port),
             "OMNISTITCH_LOG_LEVEL": "WARNING",
+            **settings,
         }
         for i, port in enumerate(ports[:workers])
     ]
@@ -775,7 +860,10 @@ def run_pipeline(
             if now - last_report > 5:
                 last_report = now
                 counts = ", ".join(
-                    f"{k} {v:,.0f}" for k, v in stages.items() if k not in ("rebalances", "gc_s")
+                    f"{k} {v:,.0f}"
+                    for k, v in stages.items()
+                    if k
+                    not in ("rebalances", "gc_s", "context_cache_bytes", "context_cache_misses")
                 )
                 _say(f"  {counts} of {n:,}")
             # The context stage sees each event once plus merge traffic: done once it idles.
@@ -819,6 +907,11 @@ def run_pipeline(
             rocksdb_mb=rocksdb_mb,
             rocksdb_mb_per_million_customers=rocksdb_mb / customers * 1e6,
             rebalances=rebalances,
+            context_cache_mb=after.get("context_cache_bytes", 0.0) / 2**20,
+            context_cache_misses=int(
+                after.get("context_cache_misses", 0) - before.get("context_cache_misses", 0)
+            ),
+            settings=settings,
         )
         _say(f"drained: {figures.events_per_s:,.0f} ev/s with {workers} worker(s)")
         if recovery:
@@ -961,6 +1054,15 @@ def _run_bench(
         _say(f"growth {i}/{len(cfg.growth)}: {customers:,} customers, {events:,} events")
         grown = to_records(generate(customers, events, cfg.seed))
         growth.append(run_pipeline(cfg, grown, customers=customers, latency=False))
+    history = []
+    if (n := cfg.chat_history) > 0:
+        chats = chat_history_records(n, cfg.chat_messages, cfg.seed)
+        for extra in ({}, COUNT_ONLY_CACHE):
+            named = " ".join(f"{k}={v}" for k, v in extra.items()) or "the defaults"
+            _say(f"chat history: {n:,} customers x {cfg.chat_messages} messages, {named}")
+            history.append(
+                run_pipeline(cfg, chats, customers=n, recovery=False, latency=False, settings=extra)
+            )
     return BenchReport(
         machine={"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         config={k: str(v) for k, v in asdict(cfg).items()},
@@ -973,6 +1075,7 @@ def _run_bench(
         scaled=scaled,
         growth=growth,
         domain=domain,
+        history=history,
     )
 
 

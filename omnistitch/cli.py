@@ -312,6 +312,17 @@ def bench(
             "for inspection; by default they are deleted when the run ends."
         ),
     ] = False,
+    chat_history: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Also drain N customers with long chat histories (--chat-messages each), "
+            "with the defaults and with the context cache bounded by count only.",
+        ),
+    ] = 0,
+    chat_messages: Annotated[
+        int, typer.Option(min=1, help="Messages per customer of the --chat-history runs.")
+    ] = 120,
 ) -> None:
     """Benchmark one worker against Kafka's and a Python passthrough's ceilings, same run."""
     from omnistitch.bench import BenchConfig, parse_growth, run_bench, to_json
@@ -335,6 +346,8 @@ def bench(
         events_per_customer=events_per_customer,
         ingest_process=ingest_process,
         keep_scratch=keep_scratch,
+        chat_history=chat_history,
+        chat_messages=chat_messages,
     )
     report = run_bench(cfg)
     typer.echo(report.table())

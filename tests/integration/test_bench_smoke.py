@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from omnistitch.bench import BenchConfig, parse_growth, remove_scratch, run_bench, to_json
+from omnistitch.bench import (
+    COUNT_ONLY_CACHE,
+    BenchConfig,
+    parse_growth,
+    remove_scratch,
+    run_bench,
+    to_json,
+)
 
 
 def bench_topics(bootstrap: str) -> set[str]:
@@ -33,14 +40,16 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
         timeout_s=300,
         workers=2,
         growth=[200, 400],
+        chat_history=40,
+        chat_messages=40,
     )
     before = bench_topics(kafka_bootstrap)
     report = run_bench(cfg)
-    # Its five runs' topics (baselines, 1 worker, 2 workers, two growth sizes) and state
-    # are gone; the worker logs stay.
+    # Its seven runs' topics (baselines, 1 worker, 2 workers, two growth sizes, two chat
+    # histories) and state are gone; the worker logs stay.
     assert bench_topics(kafka_bootstrap) - before == set()
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []
-    assert len(list(tmp_path.glob("bench*.worker-*.log"))) == 1 + 2 + 2
+    assert len(list(tmp_path.glob("bench*.worker-*.log"))) == 1 + 2 + 2 + 2
     p = report.pipeline
     assert report.kafka_producer_per_s is not None
     assert report.kafka_producer_per_s > 0
@@ -106,7 +115,24 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
         assert g.recovery_s > 0
         assert not g.latency_ms
 
+    # Chat history: the same long-history customers with the defaults, then with the
+    # context cache bounded by count only; what the caches held at the end is read back.
+    assert [(h.customers, h.events, h.settings) for h in report.history] == [
+        (40, 1_600, {}),
+        (40, 1_600, COUNT_ONLY_CACHE),
+    ]
+    for h in report.history:
+        assert h.events_per_s > 0
+        assert 20 < h.peak_rss_mb < 4_000
+        # 40 contexts of 40 messages (~40 KB encoded each): all held, under the 32 MB bound
+        assert 0.5 < h.context_cache_mb < 32
+        assert h.rebalances or h.context_cache_misses == 0  # a rebalance empties the cache
+        assert h.recovery_s is None
+        assert not h.latency_ms
+
     table = report.table()
+    assert "chat history" in table
+    assert "OMNISTITCH_CONTEXT_CACHE_MB=65536" in table
     assert "Python passthrough" in table
     assert "e2e latency p99" in table
     assert "RocksDB per million customers" in table
