@@ -1244,7 +1244,7 @@ def test_no_event_lost_or_doubled_across_kill_9(worker_env: dict[str, str], tmp_
         wait_converged(view, expected, cluster)
         applied = time.monotonic() - killed_at
         # Failover follows the session timeout: with the ingest group on librdkafka's 45 s
-        # default (before the setting reached it) everything was applied 44.9-45.2 s after.
+        # default (before the setting reached it) everything was applied 44.7-45.7 s after.
         assert applied < 40, f"everything applied {applied:.1f}s after the kill"
         live = view.live()
         check_contexts(live)
