@@ -84,6 +84,8 @@ _MISSES = re.compile(r"^omnistitch_context_cache_misses_total ([0-9.e+]+)$", re.
 #: The count-only bound the context cache had before OMNISTITCH_CONTEXT_CACHE_MB: the
 #: baseline of the chat-history runs.
 COUNT_ONLY_CACHE = {"OMNISTITCH_CONTEXT_CACHE_MB": "65536"}
+#: What ``_counts`` reads besides the stages' messages (not shown as drain progress).
+_NOT_PROGRESS = frozenset({"rebalances", "gc_s", "context_cache_bytes", "context_cache_misses"})
 
 
 @dataclass
@@ -860,10 +862,7 @@ def run_pipeline(
             if now - last_report > 5:
                 last_report = now
                 counts = ", ".join(
-                    f"{k} {v:,.0f}"
-                    for k, v in stages.items()
-                    if k
-                    not in ("rebalances", "gc_s", "context_cache_bytes", "context_cache_misses")
+                    f"{k} {v:,.0f}" for k, v in stages.items() if k not in _NOT_PROGRESS
                 )
                 _say(f"  {counts} of {n:,}")
             # The context stage sees each event once plus merge traffic: done once it idles.

@@ -676,8 +676,11 @@ class Pipeline:
                     self.schedule_tier.pop(cid, None)
                 else:
                     self.schedule_tier[cid] = due_iso
-            if not published:  # a tick that fired nothing: rare, weighed by encoding it
-                self.context_cache.put(cid, ctx, len(context_state.encode(ctx)))
+            if not published:  # a tick that fired nothing: kept, with the weight it was read at
+                weight = self.context_cache.weight_of(cid)
+                if weight is None:  # evicted meanwhile: weighed by encoding it
+                    weight = len(context_state.encode(ctx))
+                self.context_cache.put(cid, ctx, weight)
                 continue
             if changed and ctx.updated_at != now:  # a trigger recorded in an unchanged one
                 ctx = context_state.replace(ctx, updated_at=now)

@@ -102,6 +102,11 @@ class WeightedLru(Generic[K, V]):
         while len(data) > self.maxsize or self.weight > self.max_weight:
             self.weight -= data.popitem(last=False)[1][1]
 
+    def weight_of(self, key: K) -> int | None:
+        """The weight ``key`` was put with (None: not held); not a use."""
+        entry = self._data.get(key)
+        return None if entry is None else entry[1]
+
     def pop(self, key: K) -> V | None:
         old = self._data.pop(key, None)
         if old is None:

@@ -51,14 +51,22 @@ class AsgiClient:
         return self.request("POST", url, **kwargs)
 
 
-def metric(client: AsgiClient, name: str, **labels: str) -> float:
-    """The value of one sample of the app's ``/metrics``."""
-    response = client.get("/metrics")
-    for family in text_string_to_metric_families(response.text):
+def sample_value(exposition: str, name: str, **labels: str) -> float | None:
+    """The value of the sample ``name`` with exactly ``labels`` in a ``/metrics`` text
+    (None: not there)."""
+    for family in text_string_to_metric_families(exposition):
         for sample in family.samples:
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
-    raise AssertionError(f"no sample {name}{labels}")
+    return None
+
+
+def metric(client: AsgiClient, name: str, **labels: str) -> float:
+    """The value of one sample of the app's ``/metrics``."""
+    value = sample_value(client.get("/metrics").text, name, **labels)
+    if value is None:
+        raise AssertionError(f"no sample {name}{labels}")
+    return value
 
 
 def published(publisher: InMemoryPublisher, topic: str = TOPIC) -> list[tuple[str, RawEvent]]:

@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 from segment.analytics import Client as SegmentClient
 
 from tests.conftest import free_port
+from tests.connector_support import sample_value
 from tests.integration.test_worker_kafka import publish, publish_events, raw
 from tests.processes import Process, http_json, wait_for
 
@@ -104,19 +104,12 @@ def lag_stack(worker_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[dict
         exporter.stop()
 
 
-def sample(url: str, family: str, **labels: str) -> float | None:
-    """The value of the counter ``family``'s sample with exactly these labels (None: absent
-    or unreachable)."""
+def sample(url: str, name: str, **labels: str) -> float | None:
+    """A sample of the process serving ``url`` (None: absent or unreachable)."""
     try:
-        text = httpx.get(url, timeout=5).text
+        return sample_value(httpx.get(url, timeout=5).text, name, **labels)
     except httpx.HTTPError:
         return None
-    for metric in text_string_to_metric_families(text):
-        if metric.name == family:
-            for s in metric.samples:
-                if s.name.endswith("_total") and s.labels == labels:
-                    return float(s.value)
-    return None
 
 
 def test_prometheus_sees_lag_rise_while_the_worker_is_down_and_drain_after(
@@ -155,7 +148,7 @@ def test_prometheus_sees_lag_rise_while_the_worker_is_down_and_drain_after(
         )
         publish_events(env, [raw(f"warm{i}", i, ("anonymous_id", f"w{i}")) for i in range(3)])
         # taken first (lag was 0 before they existed too), then the lag seen back at 0
-        warm = partial(sample, f"http://{worker_target}/metrics", "omnistitch_stage_messages")
+        warm = partial(sample, f"http://{worker_target}/metrics", "omnistitch_stage_messages_total")
         wait_for("warm-up taken", lambda: warm(stage="ingest") == 3 or None, 60, worker)
         wait_for("lag 0 after warm-up", lambda: equals(0, "worker", "exporter"), 60, worker)
 
@@ -244,7 +237,7 @@ def test_logs_are_json_lines_without_personal_data(
             return body if body is not None and body.get("merged_from") else None
 
         customer = wait_for("the merged customer", merged, 90, worker)
-        letters = partial(sample, f"{api}/metrics", "omnistitch_dead_letters")
+        letters = partial(sample, f"{api}/metrics", "omnistitch_dead_letters_total")
         wait_for(
             "the dead letter",
             lambda: letters(stage="ingest", reason="invalid_event") == 1 or None,

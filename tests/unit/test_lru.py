@@ -46,7 +46,12 @@ def test_a_weighted_lru_keeps_its_weight_under_the_bound_oldest_first() -> None:
     lru.put("c", "C", 40)  # 120 > 100: the oldest ("b") goes
     assert ("b" in lru, lru.get("a"), lru.get("c"), lru.weight) == (False, "A", "C", 80)
     lru.put("a", "A2", 10)  # a re-put replaces the entry's weight
-    assert (lru.get("a"), lru.weight) == ("A2", 50)
+    assert (lru.get("a"), lru.weight, lru.weight_of("a"), lru.weight_of("b")) == (
+        "A2",
+        50,
+        10,
+        None,
+    )
     lru.put("d", "D", 90)  # 140: "c" (older than the re-put "a") goes; 100 is within
     assert ("c" in lru, lru.weight, lru.get("a"), lru.get("d")) == (False, 100, "A2", "D")
     lru.put("e", "E", 1)  # 101: "a" goes, the oldest since the reads above touched "d" last
