@@ -112,6 +112,8 @@ class BenchConfig:
     #: Customers of the chat-history runs (0: none), each with ``chat_messages`` messages.
     chat_history: int = 0
     chat_messages: int = 120
+    #: Visits each chat-history customer's messages come in, round-robin (1: all at once).
+    chat_visits: int = 1
 
 
 @dataclass
@@ -217,7 +219,8 @@ class BenchReport:
         if self.growth:
             text += "\n\n" + growth_table(self.growth)
         if self.history:
-            text += "\n\n" + history_table(self.history)
+            visits = int(self.config.get("chat_visits", "1"))
+            text += "\n\n" + history_table(self.history, visits)
         return text
 
     @property
@@ -269,12 +272,13 @@ def _columns(head: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     )
 
 
-def history_table(rows: Sequence[PipelineFigures]) -> str:
+def history_table(rows: Sequence[PipelineFigures], visits: int = 1) -> str:
     """The chat-history runs: the same long-history customers, each line one setting."""
     head = ("chat history", "settings", "ev/s", "peak RSS MB", "context cache MB", "misses")
     body = [
         (
-            f"{h.customers:,} x {h.events // max(h.customers, 1):,} messages",
+            f"{h.customers:,} x {h.events // max(h.customers, 1):,} messages"
+            + (f" in {visits} visits" if visits > 1 else ""),
             " ".join(f"{k}={v}" for k, v in h.settings.items()) or "defaults",
             f"{h.events_per_s:,.0f}",
             f"{h.peak_rss_mb:,.0f}",
@@ -755,19 +759,29 @@ def to_records(dataset: Dataset) -> list[tuple[bytes, bytes]]:
 _WORDS = "the order shoes size return refund tracking parcel delivery late please help thanks"
 
 
-def chat_history_records(customers: int, messages: int, seed: int) -> list[tuple[bytes, bytes]]:
+def chat_history_records(
+    customers: int, messages: int, seed: int, visits: int = 1
+) -> list[tuple[bytes, bytes]]:
     """Customers with long chat histories, as raw-topic records: each sends ``messages``
-    web-chat messages of ~300 characters (20 to a conversation), one customer after the
-    other. The journeys' customers have a few events without text, so their contexts stay
-    small (a few KB); a contact centre's busiest customers weigh ~100x that, which is what
-    a context cache bounded by count alone could not hold (README, Session 15)."""
+    web-chat messages of ~300 characters (20 to a conversation). The journeys' customers
+    have a few events without text, so their contexts stay small (a few KB); a contact
+    centre's busiest customers weigh ~100x that, which is what a context cache bounded by
+    count alone could not hold (docs/performance-history.md, session 15).
+
+    ``visits`` 1: one customer after the other. More: each customer's messages come in
+    that many visits, every customer's first visit before anyone's second (round-robin),
+    so a customer comes back after all the others did: with more customers than the
+    context cache holds, every visit after the first reads its context back from RocksDB
+    (``omnistitch_context_cache_misses_total``). The messages are the same either way."""
     rnd, words = random.Random(seed), _WORDS.split()
     start = datetime(2026, 11, 1, tzinfo=UTC)
     now = datetime.now(UTC)
-    records = []
+    per_customer: list[list[tuple[bytes, bytes]]] = []
     for c in range(customers):
         email = f"chat{c}@example.com"
         key = f"email:{email}".encode()
+        records: list[tuple[bytes, bytes]] = []
+        per_customer.append(records)
         for i in range(messages):
             event = RawEvent(
                 event_id=f"chat{c}-m{i}",
@@ -784,7 +798,13 @@ def chat_history_records(customers: int, messages: int, seed: int) -> list[tuple
                 },
             )
             records.append((key, event.model_dump_json().encode()))
-    return records
+    visits = max(1, min(visits, messages))
+    return [
+        record
+        for v in range(visits)
+        for records in per_customer
+        for record in records[messages * v // visits : messages * (v + 1) // visits]
+    ]
 
 
 def run_pipeline(
@@ -1055,10 +1075,13 @@ def _run_bench(
         growth.append(run_pipeline(cfg, grown, customers=customers, latency=False))
     history = []
     if (n := cfg.chat_history) > 0:
-        chats = chat_history_records(n, cfg.chat_messages, cfg.seed)
+        chats = chat_history_records(n, cfg.chat_messages, cfg.seed, cfg.chat_visits)
         for extra in ({}, COUNT_ONLY_CACHE):
             named = " ".join(f"{k}={v}" for k, v in extra.items()) or "the defaults"
-            _say(f"chat history: {n:,} customers x {cfg.chat_messages} messages, {named}")
+            _say(
+                f"chat history: {n:,} customers x {cfg.chat_messages} messages "
+                f"in {cfg.chat_visits} visit(s), {named}"
+            )
             history.append(
                 run_pipeline(cfg, chats, customers=n, recovery=False, latency=False, settings=extra)
             )

@@ -323,6 +323,15 @@ def bench(
     chat_messages: Annotated[
         int, typer.Option(min=1, help="Messages per customer of the --chat-history runs.")
     ] = 120,
+    chat_visits: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Visits each --chat-history customer's messages come in, round-robin over "
+            "the customers: with more customers than the context cache holds, each visit "
+            "after the first reads the context back (a cache miss).",
+        ),
+    ] = 1,
 ) -> None:
     """Benchmark one worker against Kafka's and a Python passthrough's ceilings, same run."""
     from omnistitch.bench import BenchConfig, parse_growth, run_bench, to_json
@@ -348,6 +357,7 @@ def bench(
         keep_scratch=keep_scratch,
         chat_history=chat_history,
         chat_messages=chat_messages,
+        chat_visits=chat_visits,
     )
     report = run_bench(cfg)
     typer.echo(report.table())

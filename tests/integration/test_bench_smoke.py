@@ -42,6 +42,7 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
         growth=[200, 400],
         chat_history=40,
         chat_messages=40,
+        chat_visits=2,
     )
     before = bench_topics(kafka_bootstrap)
     report = run_bench(cfg)
@@ -132,6 +133,7 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
 
     table = report.table()
     assert "chat history" in table
+    assert "40 x 40 messages in 2 visits" in table
     assert "OMNISTITCH_CONTEXT_CACHE_MB=65536" in table
     assert "Python passthrough" in table
     assert "e2e latency p99" in table
