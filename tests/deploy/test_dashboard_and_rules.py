@@ -100,6 +100,9 @@ def test_the_dashboard_queries_only_exported_metrics(exported: set[str]) -> None
         "omnistitch_end_to_end_latency_seconds_bucket",
         "omnistitch_identity_merges_total",
         "omnistitch_dead_letters_total",
+        "process_resident_memory_bytes",  # memory, and the cache sized in RUNBOOK.md
+        "omnistitch_context_cache_bytes",
+        "omnistitch_context_cache_misses_total",
     ):
         assert wanted in queried
 
