@@ -47,7 +47,6 @@ from omnistitch.topics import (
 )
 from pipeline import context_state, triggers
 from pipeline import metrics as m
-from pipeline.changelog_recovery import BulkRecoveryTableManager
 from pipeline.context import derive
 from pipeline.context_ops import ContextOps, Sent, erase_ops, resolve_ops, split_ops
 from pipeline.context_policy import ContextPolicy, load_context_policy
@@ -242,9 +241,6 @@ class Pipeline:
             consumer_auto_offset_reset="earliest",
             table_cleanup_interval=3600.0,
             Table=RawKeyTable,
-            # Recovery and standby replay take changelog records in bulk (faust's loop pays
-            # a task, a timer and two scans of every partition per record).
-            TableManager=BulkRecoveryTableManager,
             broker_commit_every=500,
             broker_commit_interval=1.0,
             # A customer context is tens of KB: with faust's 16 KB default every context
