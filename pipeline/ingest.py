@@ -34,7 +34,7 @@ What it asks of the broker: the consumer waits for ``FETCH_MIN_BYTES`` or ``batc
 per fetch (with librdkafka's defaults it fetched ~630 times a second at 2,000 ev/s, a few
 records each; ~170 now), and the offsets are committed once a second, not per batch (~70
 commits a second at that rate): the shared broker's CPU fell from 0.50-0.52 to 0.42 of a
-core (README, Performance).
+core (docs/performance-history.md, session 14).
 """
 
 from __future__ import annotations
