@@ -60,6 +60,7 @@ from confluent_kafka.admin import AdminClient
 from connectors.publisher import producer_config as connector_producer_config
 from omnistitch.bench_domain import DomainFigures, run_domain
 from omnistitch.bench_hops import first_stamps, hop_delays, percentiles
+from omnistitch.bench_load import CpuProbe, CpuShares, broker_pids, process_cpu_s, this_process
 from omnistitch.cli import KAFKA_LAUNCHER
 from omnistitch.journeys import MIN_CUSTOMERS, Dataset, generate
 from omnistitch.kafka_client import client_config
@@ -145,6 +146,8 @@ class PipelineFigures:
     context_cache_misses: int = 0
     #: Settings the run's workers had on top of the defaults.
     settings: dict[str, str] = field(default_factory=dict)
+    #: Where the machine's CPU went while the latency was measured (None: not measured).
+    latency_cpu: CpuShares | None = None
 
 
 @dataclass
@@ -205,6 +208,7 @@ class BenchReport:
             (f"  hop {hop} p50 / p95 / p99", " / ".join(f"{v:,.0f}" for v in q.values()) + " ms")
             for hop, q in p.latency_hops_ms.items()
         ]
+        rows += self._load_rows()
         if (s := self.scaled) is not None:
             rows += [
                 (f"omnistitch, {s.workers} workers, sustained", _fmt(s.events_per_s, "ev/s")),
@@ -222,6 +226,20 @@ class BenchReport:
             visits = int(self.config.get("chat_visits", "1"))
             text += "\n\n" + history_table(self.history, visits)
         return text
+
+    def _load_rows(self) -> list[tuple[str, str]]:
+        """Where the CPU went while latency was measured: was the load below saturation?"""
+        if (c := self.pipeline.latency_cpu) is None:
+            return []
+        cores = " / ".join("n/a" if v is None else f"{v:.2f}" for v in c.processes.values())
+        return [
+            (f"CPU while offered: {' / '.join(c.processes)}", f"{cores} cores"),
+            (
+                "  machine busy / stolen",
+                f"{c.busy_pct:.0f}% / {100 * c.steal / c.cpus:.0f}% of {c.cpus} cores",
+            ),
+            (f"  CPU per event offered ({self._processes})", f"{c.worker_us_per_event:,.0f} µs"),
+        ]
 
     @property
     def _processes(self) -> str:
@@ -446,11 +464,6 @@ def _counts(api: str) -> dict[str, float]:
     return counts
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -495,7 +508,7 @@ class _Worker:
             return False
 
     def cpu_s(self) -> float:
-        return sum(_cpu_s(p.pid) for p in self.procs)
+        return process_cpu_s(p.pid for p in self.procs)
 
     def peak_rss_mb(self) -> float:
         return _peak_rss_mb(self.proc.pid)
@@ -584,6 +597,10 @@ class _Fleet:
     def cpu_s(self) -> float:
         return sum(w.cpu_s() for w in self.workers)
 
+    def pids(self) -> list[int]:
+        """Every worker's process, and its ingest process's."""
+        return [p.pid for w in self.workers for p in w.procs]
+
     def peak_rss_mb(self) -> float:
         return max(w.peak_rss_mb() for w in self.workers)
 
@@ -629,13 +646,21 @@ _LATENCY_EVENT_ID = re.compile(rb'"event_id":"(lat-[^"]+)"')
 class Latency:
     percentiles_ms: dict[str, float]  # p50, p95, p99, delivered_pct
     hops_ms: dict[str, dict[str, float]]  # hop -> p50, p95, p99 (bench_hops.py)
+    cpu: CpuShares  # where the machine's CPU went while the events were offered
 
 
 def measure_latency(
-    bootstrap: str, env: dict[str, str], rate: int, seconds: float, make: Callable[[int], RawEvent]
+    bootstrap: str,
+    env: dict[str, str],
+    rate: int,
+    seconds: float,
+    make: Callable[[int], RawEvent],
+    worker_pids: list[int],
 ) -> Latency:
     """Offer ``rate`` events/s for ``seconds``; time each until its context is published,
-    and each hop it took on the way (``omnistitch/bench_hops.py``)."""
+    and each hop it took on the way (``omnistitch/bench_hops.py``), and sample the CPU
+    of the workers (``worker_pids``), the broker, this process and the machine meanwhile
+    (``omnistitch/bench_load.py``)."""
     prefix = env["OMNISTITCH_TOPIC_PREFIX"]
     settings = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix)
     app_id = env["OMNISTITCH_APP_ID"]
@@ -692,6 +717,10 @@ def measure_latency(
     time.sleep(3.0)  # let the reader join its group (and the producer get its id)
     total = int(rate * seconds)
     since_ms = int(time.time() * 1000)
+    probe = CpuProbe(
+        {"worker": worker_pids, "broker": broker_pids(bootstrap), "bench": this_process()}
+    )
+    probe.start()
     start = time.monotonic()
     for i in range(total):
         due = start + i / rate
@@ -703,6 +732,7 @@ def measure_latency(
         sent[event.event_id] = time.time()  # wall clock, as the published records' stamps
         producer.poll(0)
     producer.flush(30)
+    cpu = probe.stop(total)
     deadline = time.monotonic() + 30
     while len(seen.keys() & sent.keys()) < total and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -719,6 +749,7 @@ def measure_latency(
     return Latency(
         {**percentiles(lat), "delivered_pct": 100.0 * len(lat) / total},
         hop_delays(sent, requested, forwarded, seen),
+        cpu,
     )
 
 
@@ -943,9 +974,10 @@ def run_pipeline(
             _wait("recovery", fleet.ready, cfg.timeout_s, fleet.workers)
             figures.recovery_s = time.monotonic() - started
         if latency:
-            measured = _latency(cfg, envs[0], records)
+            measured = _latency(cfg, envs[0], records, fleet.pids())
             figures.latency_ms = measured.percentiles_ms
             figures.latency_hops_ms = measured.hops_ms
+            figures.latency_cpu = measured.cpu
         return figures
     finally:
         fleet.stop()
@@ -954,7 +986,9 @@ def run_pipeline(
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _latency(cfg: BenchConfig, env: dict[str, str], records: list[tuple[bytes, bytes]]) -> Latency:
+def _latency(
+    cfg: BenchConfig, env: dict[str, str], records: list[tuple[bytes, bytes]], pids: list[int]
+) -> Latency:
     _say(f"latency: offering {cfg.latency_rate}/s for {cfg.latency_seconds:.0f}s")
     base = [RawEvent.model_validate_json(v) for _, v in records[: min(len(records), 5000)]]
 
@@ -970,7 +1004,11 @@ def _latency(cfg: BenchConfig, env: dict[str, str], records: list[tuple[bytes, b
             }
         )
 
-    return measure_latency(cfg.bootstrap, env, cfg.latency_rate, cfg.latency_seconds, make)
+    measured = measure_latency(
+        cfg.bootstrap, env, cfg.latency_rate, cfg.latency_seconds, make, pids
+    )
+    _say(f"latency: while offered, {measured.cpu.summary()}")
+    return measured
 
 
 def run_bench(cfg: BenchConfig) -> BenchReport:

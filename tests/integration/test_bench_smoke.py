@@ -77,6 +77,21 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     for hop in p.latency_hops_ms.values():
         assert 0 <= hop["p50"] <= hop["p95"] <= hop["p99"]
         assert hop["p50"] <= p.latency_ms["p99"]
+    # Where the CPU went meanwhile: the worker and the bench worked, and the test's broker
+    # (on this machine) was found listening on the bootstrap port.
+    c = p.latency_cpu
+    assert c is not None
+    assert c.seconds >= 3.5
+    worker, broker, bench = (c.processes[r] for r in ("worker", "broker", "bench"))
+    assert worker is not None
+    assert 0 < worker <= c.cpus
+    assert broker is not None
+    assert 0 < broker <= c.cpus
+    assert bench is not None
+    assert 0 < bench <= c.cpus
+    assert worker + broker + bench <= c.machine_busy * 1.05 + 0.05  # each is part of it
+    assert 0 < c.machine_busy <= c.cpus
+    assert c.worker_us_per_event == pytest.approx(worker * c.seconds / 400 * 1e6)
     assert 0 < report.ratios["pipeline_vs_passthrough"] < 10
     d = report.domain
     assert d is not None
@@ -137,6 +152,8 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert "OMNISTITCH_CONTEXT_CACHE_MB=65536" in table
     assert "Python passthrough" in table
     assert "e2e latency p99" in table
+    assert "CPU while offered: worker / broker / bench" in table
+    assert "CPU per event offered (worker)" in table
     assert "RocksDB per million customers" in table
     assert "omnistitch, 2 workers, sustained" in table
     assert "scaling (2 workers / 1)" in table
@@ -147,6 +164,7 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert data["pipeline"]["events"] == 1_500
     assert data["domain"]["events_per_s"] > 0
     assert data["pipeline"]["rocksdb_mb_per_million_customers"] > 0
+    assert data["pipeline"]["latency_cpu"]["processes"]["worker"] > 0
     assert data["scaled"]["workers"] == 2
     assert data["ratios"]["scaling"] > 0
     assert [g["customers"] for g in data["growth"]] == [200, 400]
@@ -193,8 +211,11 @@ def test_bench_with_ingest_as_a_process_counts_both_processes(
     assert 20 < p.ingest_peak_rss_mb < p.peak_rss_mb  # no tables, no faust stages
     assert p.recovery_s is not None
     assert p.latency_ms["delivered_pct"] > 50
+    assert p.latency_cpu is not None
+    assert p.latency_cpu.worker_us_per_event > 0  # the worker's and its ingest process's
     table = report.table()
     assert "CPU per event (worker + ingest)" in table
+    assert "CPU per event offered (worker + ingest)" in table
     assert "peak RSS (ingest process)" in table
     assert json.loads(to_json(report))["config"]["ingest_process"] == "True"
 
