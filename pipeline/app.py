@@ -45,7 +45,7 @@ from omnistitch.topics import (
     RAW_EVENTS_DLQ,
     TopicSpec,
 )
-from pipeline import context_state, triggers
+from pipeline import context_state, fetch_pauses, triggers
 from pipeline import metrics as m
 from pipeline.context import derive
 from pipeline.context_ops import ContextOps, Sent, erase_ops, resolve_ops, split_ops
@@ -257,6 +257,9 @@ class Pipeline:
             # 1,017 MB while draining 2,000,000 events); a few batches' worth is enough.
             stream_buffer_maxsize=STREAM_BUFFER_BATCHES * s.batch_records,
         )
+
+        # aiokafka fetches only the partitions faust reads (pipeline/fetch_pauses.py).
+        fetch_pauses.install(app)
 
         # faust stops taking input while more than `max_messages` (100) sends wait in its
         # producer buffer, and logs a warning each time. Table rows and customer ops no

@@ -24,6 +24,7 @@ from omnistitch.lag_monitor import LagMonitor, LagProbe, LagTarget
 from omnistitch.settings import WorkerSettings
 from omnistitch.topics import pipeline_groups
 from pipeline.app import Pipeline
+from pipeline.fetch_pauses import PausingConsumer
 
 REBALANCES = Counter(
     "omnistitch_rebalances_total", "Consumer group rebalances this worker took part in."
@@ -34,6 +35,7 @@ STATE_BYTES = "omnistitch_state_size_bytes"
 RECOVERY_REMAINING = "omnistitch_table_recovery_remaining_records"
 RECOVERING = "omnistitch_table_recovery_in_progress"
 ASSIGNED = "omnistitch_assigned_partitions"
+FETCHED = "omnistitch_fetched_partitions"
 CONTEXT_CACHE_BYTES = "omnistitch_context_cache_bytes"
 CONTEXT_CACHE_ENTRIES = "omnistitch_context_cache_entries"
 
@@ -106,6 +108,14 @@ class WorkerCollector(Collector):
             ASSIGNED, "Partitions assigned to this worker (inputs, changelogs and standbys)."
         )
         assigned.add_metric([], self.assigned)
+        fetched = GaugeMetricFamily(
+            FETCHED,
+            "Assigned partitions the worker's consumer fetches (not paused): its stages' inputs, "
+            "and changelogs while they are recovered or kept as standbys.",
+        )
+        consumer = self._p.app.consumer
+        if isinstance(consumer, PausingConsumer):
+            fetched.add_metric([], consumer.fetched_partitions())
         cache = self._p.context_cache
         cache_bytes = GaugeMetricFamily(
             CONTEXT_CACHE_BYTES,
@@ -118,7 +128,8 @@ class WorkerCollector(Collector):
             "Parsed contexts the worker caches (OMNISTITCH_CONTEXT_CACHE_SIZE bounds it).",
         )
         cache_entries.add_metric([], len(cache))
-        yield from (ready, state, remaining, recovering, assigned, cache_bytes, cache_entries)
+        yield from (ready, state, remaining, recovering, assigned, fetched)
+        yield from (cache_bytes, cache_entries)
 
     def describe(self) -> Iterator[Metric]:
         return iter(
@@ -128,6 +139,7 @@ class WorkerCollector(Collector):
                 GaugeMetricFamily(RECOVERY_REMAINING, "", labels=["kind"]),
                 GaugeMetricFamily(RECOVERING, ""),
                 GaugeMetricFamily(ASSIGNED, ""),
+                GaugeMetricFamily(FETCHED, ""),
                 GaugeMetricFamily(CONTEXT_CACHE_BYTES, ""),
                 GaugeMetricFamily(CONTEXT_CACHE_ENTRIES, ""),
             ]

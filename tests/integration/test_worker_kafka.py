@@ -290,3 +290,38 @@ def test_every_table_partition_shares_one_rocksdb_budget(
         assert capacities == {32 * 1024 * 1024}
     finally:
         worker.stop()
+
+
+def test_the_consumer_fetches_only_the_partitions_faust_reads(
+    worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    """faust pauses the tables' changelogs once they are recovered; aiokafka's fetcher must
+    stop asking for them too (pipeline/fetch_pauses.py): each fetch request named every
+    assigned partition, 89 of them, and the stages read 17."""
+    worker = Process("worker", worker_env, tmp_path / "worker.log").start()
+    try:
+        wait_for("ready", lambda: http_json(f"{api(worker_env)}/readyz"), 90, worker)
+        publish_events(worker_env, [raw("e1", 1, ("email", "pause@example.com"))])
+        customer_by(worker_env, "email:pause@example.com", worker, 1)
+
+        def gauge(name: str) -> float:
+            found = re.search(rf"^{name} ([0-9.e+]+)$", metrics(worker_env), re.M)
+            assert found, name
+            return float(found.group(1))
+
+        partitions = 8  # OMNISTITCH_RAW_PARTITIONS' default
+        # the identity requests, the customer ops, faust's leader topic; then changelogs
+        stages = 2 * partitions + 1
+        assert gauge("omnistitch_assigned_partitions") >= stages + 9 * partitions
+        wait_for(
+            "only the stages' partitions fetched",
+            lambda: gauge("omnistitch_fetched_partitions") == stages or None,
+            30,
+            worker,
+        )
+        # Its changelog writes since then are not fetched back, and the stages still read.
+        publish_events(worker_env, [raw("e2", 2, ("email", "pause@example.com"))])
+        customer_by(worker_env, "email:pause@example.com", worker, 2)
+        assert gauge("omnistitch_fetched_partitions") == stages
+    finally:
+        worker.stop()

@@ -18,6 +18,7 @@ from omnistitch.topics import ingest_group, pipeline_groups
 from pipeline import context_state
 from pipeline import metrics as m
 from pipeline.app import Pipeline
+from pipeline.fetch_pauses import PausingConsumer
 from pipeline.gc_policy import time_collections
 from pipeline.instrumentation import directory_size, instrument
 from schemas.events import RawEvent
@@ -162,6 +163,8 @@ def test_worker_collector_reads_readiness_state_and_rebalances(tmp_path: Path) -
     asyncio.run(p.app.on_partitions_assigned.send(assigned))
     assert count("omnistitch_rebalances_total") == before + 1
     assert value("omnistitch_assigned_partitions") == 2
+    assert isinstance(p.app.consumer, PausingConsumer)
+    assert value("omnistitch_fetched_partitions") == 0  # the consumer has not started
     assert value("omnistitch_context_cache_entries") == 0
     p.context_cache.put("cus_a", context_state.CustomerContext(customer_id="cus_a"), 1234)
     assert value("omnistitch_context_cache_bytes") == 1234
