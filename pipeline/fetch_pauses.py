@@ -19,9 +19,9 @@ sent fetch request for ...", after ``stream_processing_timeout``) skips the paus
 which are not fetched on purpose.
 
 Measured (docs/performance-history.md, session 17), same-run pairs against the same code
-without it: a 50,000-event drain at 4,777 and 4,919 ev/s against 4,280 and 4,050 (CPU an
-event 190 and 186 µs against 222 and 233); at 2,000 ev/s offered, the faust hops' median
-13-15 ms against 19-31.
+without it: at 2,000 ev/s offered, the faust hops' median 13-15 ms against 19-31 (three
+pairs); a 50,000-event drain 1.10x in the median of six pairs (0.85-1.21, this machine's
+noise); the worker's CPU at a fixed offered load unchanged.
 """
 
 from __future__ import annotations
