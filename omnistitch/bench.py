@@ -231,12 +231,12 @@ class BenchReport:
         """Where the CPU went while latency was measured: was the load below saturation?"""
         if (c := self.pipeline.latency_cpu) is None:
             return []
-        cores = " / ".join("n/a" if v is None else f"{v:.2f}" for v in c.processes.values())
+        cores = c.cores()
         return [
-            (f"CPU while offered: {' / '.join(c.processes)}", f"{cores} cores"),
+            (f"CPU while offered: {' / '.join(cores)}", f"{' / '.join(cores.values())} cores"),
             (
                 "  machine busy / stolen",
-                f"{c.busy_pct:.0f}% / {100 * c.steal / c.cpus:.0f}% of {c.cpus} cores",
+                f"{c.busy_pct:.0f}% / {c.steal_pct:.0f}% of {c.cpus} cores",
             ),
             (f"  CPU per event offered ({self._processes})", f"{c.worker_us_per_event:,.0f} µs"),
         ]

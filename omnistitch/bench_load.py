@@ -43,15 +43,20 @@ class CpuShares:
     def busy_pct(self) -> float:
         return 100.0 * self.machine_busy / self.cpus
 
+    @property
+    def steal_pct(self) -> float:
+        return 100.0 * self.steal / self.cpus
+
+    def cores(self) -> dict[str, str]:
+        """Each role's cores as shown (``0.81``; ``n/a`` when not on this machine)."""
+        return {r: "n/a" if c is None else f"{c:.2f}" for r, c in self.processes.items()}
+
     def summary(self) -> str:
         """``worker 0.81, broker 0.62, bench 0.22 of 2 cores; machine 88% busy, 1% stolen``"""
-        roles = ", ".join(
-            f"{role} {'n/a' if cores is None else f'{cores:.2f}'}"
-            for role, cores in self.processes.items()
-        )
-        stolen = 100.0 * self.steal / self.cpus
+        roles = ", ".join(f"{role} {cores}" for role, cores in self.cores().items())
         return (
-            f"{roles} of {self.cpus} cores; machine {self.busy_pct:.0f}% busy, {stolen:.0f}% stolen"
+            f"{roles} of {self.cpus} cores; machine {self.busy_pct:.0f}% busy, "
+            f"{self.steal_pct:.0f}% stolen"
         )
 
 
