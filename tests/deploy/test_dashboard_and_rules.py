@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -28,6 +27,7 @@ from omnistitch.lag_monitor import LagMonitor, LagTarget
 from omnistitch.settings import CollectorSettings, WorkerSettings
 from pipeline.app import Pipeline
 from pipeline.instrumentation import instrument
+from tests.connector_support import AsgiClient
 from tests.promql import metric_names
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -70,7 +70,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     names = series_names(REGISTRY) | series_names(worker) | series_names(registry_for(monitor))
     # The collector, through its endpoint.
     collector = create_collector(CollectorSettings(write_keys=["k"]), InMemoryPublisher())
-    text = TestClient(collector).get("/metrics").text
+    text = AsgiClient(collector).get("/metrics").text
     names |= {s.name for f in text_string_to_metric_families(text) for s in f.samples}
     # The webhook connectors (one registry each, the same metric names).
     names |= series_names(ConnectorMetrics("any").registry)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import pytest
-from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,6 +27,7 @@ from omnistitch.lag import (
 from omnistitch.lag_exporter import create_app, targets
 from omnistitch.lag_monitor import LagMonitor, LagTarget
 from omnistitch.settings import LagExporterSettings
+from tests.connector_support import AsgiClient
 
 A0, A1, B0 = Partition("a", 0), Partition("a", 1), Partition("b", 0)
 
@@ -159,7 +159,7 @@ def test_monitor_keeps_a_reading_until_it_is_stale() -> None:
 def test_exporter_serves_metrics_health_and_readiness() -> None:
     reader = FakeReader()
     monitor = LagMonitor(reader, [LagTarget("g")], interval_s=1.0)
-    client = TestClient(create_app(monitor))
+    client = AsgiClient(create_app(monitor))
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 503  # no reading yet: broker not known
     monitor.poll_once()
