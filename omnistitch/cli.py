@@ -271,7 +271,17 @@ def bench(
     customers: Annotated[int, typer.Option(help="People to generate.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 7,
     latency_rate: Annotated[int, typer.Option(help="Offered load for latency, ev/s.")] = 2_000,
-    latency_seconds: Annotated[float, typer.Option(help="Latency phase length.")] = 20.0,
+    latency_seconds: Annotated[
+        float, typer.Option(help="Latency phase length, after the warm-up.")
+    ] = 20.0,
+    latency_warmup: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Seconds the latency load is offered before the measured window (the "
+            "worker was just restarted); their latency is reported apart.",
+        ),
+    ] = 3.0,
     java_baseline: Annotated[bool, typer.Option(help="Run Kafka's perf tools too.")] = True,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
     profile: Annotated[
@@ -347,6 +357,7 @@ def bench(
         seed=seed,
         latency_rate=latency_rate,
         latency_seconds=latency_seconds,
+        latency_warmup_s=latency_warmup,
         java_baseline=java_baseline,
         profile=profile,
         bootstrap=os.environ.get("OMNISTITCH_BOOTSTRAP_SERVERS", ""),

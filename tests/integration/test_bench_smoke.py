@@ -34,6 +34,7 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
         customers=300,
         latency_rate=100,
         latency_seconds=4,
+        latency_warmup_s=2,
         bootstrap=kafka_bootstrap,
         workdir=tmp_path,
         kafka_records=20_000,
@@ -71,6 +72,10 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert p.recovery_s > 0
     assert p.latency_ms["p50"] <= p.latency_ms["p95"] <= p.latency_ms["p99"]
     assert p.latency_ms["delivered_pct"] > 50
+    # The warm-up's events (the worker was just restarted) are timed apart.
+    w = p.latency_warmup_ms
+    assert 0 < w["p50"] <= w["p95"] <= w["p99"]
+    assert w["delivered_pct"] > 50
     # Where it went: each hop's delay, read back from the records' timestamps. A hop is
     # part of the end-to-end delay of the same event, so none can exceed it.
     assert list(p.latency_hops_ms) == ["ingest", "identity", "context"]
@@ -152,6 +157,7 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert "OMNISTITCH_CONTEXT_CACHE_MB=65536" in table
     assert "Python passthrough" in table
     assert "e2e latency p99" in table
+    assert "warm-up p50 / p95 / p99, first 2s" in table
     assert "CPU while offered: worker / broker / bench" in table
     assert "CPU per event offered (worker)" in table
     assert "RocksDB per million customers" in table
@@ -165,6 +171,9 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert data["domain"]["events_per_s"] > 0
     assert data["pipeline"]["rocksdb_mb_per_million_customers"] > 0
     assert data["pipeline"]["latency_cpu"]["processes"]["worker"] > 0
+    assert (
+        data["pipeline"]["latency_warmup_ms"]["p99"] >= data["pipeline"]["latency_warmup_ms"]["p50"]
+    )
     assert data["scaled"]["workers"] == 2
     assert data["ratios"]["scaling"] > 0
     assert [g["customers"] for g in data["growth"]] == [200, 400]
@@ -182,6 +191,7 @@ def test_bench_with_ingest_as_a_process_counts_both_processes(
         customers=120,
         latency_rate=100,
         latency_seconds=3,
+        latency_warmup_s=0,  # none: the measured window starts with the load
         bootstrap=kafka_bootstrap,
         workdir=tmp_path,
         java_baseline=False,
@@ -213,7 +223,15 @@ def test_bench_with_ingest_as_a_process_counts_both_processes(
     assert p.latency_ms["delivered_pct"] > 50
     assert p.latency_cpu is not None
     assert p.latency_cpu.worker_us_per_event > 0  # the worker's and its ingest process's
+    worker = p.latency_cpu.processes["worker"]
+    assert worker is not None
+    # per event of the measured window alone (3 s at 100 ev/s)
+    assert p.latency_cpu.worker_us_per_event == pytest.approx(
+        worker * p.latency_cpu.seconds / 300 * 1e6
+    )
+    assert p.latency_warmup_ms == {}
     table = report.table()
+    assert "warm-up" not in table
     assert "CPU per event (worker + ingest)" in table
     assert "CPU per event offered (worker + ingest)" in table
     assert "peak RSS (ingest process)" in table
