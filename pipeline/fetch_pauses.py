@@ -34,6 +34,9 @@ from aiokafka import TopicPartition  # type: ignore[import-untyped]  # no type h
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
+#: The states :meth:`PausingConsumer.stage_partition_states` counts.
+STAGE_STATES = ("reading", "paused", "buffer_full", "fetch_paused")
+
 
 class PausingConsumer(driver.Consumer):
     """faust's aiokafka consumer, its pauses and resumes passed on to aiokafka's fetcher."""
@@ -61,6 +64,29 @@ class PausingConsumer(driver.Consumer):
             return 0
         subscription = consumer._subscription
         return len(subscription.assigned_partitions() - subscription.paused_partitions())
+
+    def stage_partition_states(self) -> dict[str, int]:
+        """How many of the assigned partitions the stages read (every one but the tables'
+        changelogs) are, in faust's bookkeeping, ``reading``, ``paused`` (a rebalance or
+        recovery) or ``buffer_full`` (their stream's buffer is full: not taken until it
+        drains), and how many faust reads but aiokafka has paused (``fetch_paused``: never
+        fetched, a stall; should stay 0). Read on scrape, from any thread: each set is
+        copied in one step."""
+        consumer = cast(Any, self._thread)._consumer
+        if consumer is None:
+            return dict.fromkeys(STAGE_STATES, 0)
+        subscription = consumer._subscription
+        assigned = {TP(tp.topic, tp.partition) for tp in subscription.assigned_partitions()}
+        stages = {tp for tp in assigned if not self._is_changelog_tp(tp)}
+        paused = stages & set(self._paused_partitions)
+        buffered = stages & set(self._buffered_partitions)
+        fetch_paused = {TP(tp.topic, tp.partition) for tp in subscription.paused_partitions()}
+        return {
+            "reading": len(stages - paused - buffered),
+            "paused": len(paused),
+            "buffer_full": len(buffered - paused),
+            "fetch_paused": len((stages - paused) & fetch_paused),
+        }
 
     def _pass_on(self, tps: list[TP], *, paused: bool) -> None:
         thread = cast(Any, self._thread)

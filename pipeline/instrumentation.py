@@ -36,6 +36,7 @@ RECOVERY_REMAINING = "omnistitch_table_recovery_remaining_records"
 RECOVERING = "omnistitch_table_recovery_in_progress"
 ASSIGNED = "omnistitch_assigned_partitions"
 FETCHED = "omnistitch_fetched_partitions"
+STAGE_PARTITIONS = "omnistitch_stage_partitions"
 CONTEXT_CACHE_BYTES = "omnistitch_context_cache_bytes"
 CONTEXT_CACHE_ENTRIES = "omnistitch_context_cache_entries"
 
@@ -113,9 +114,18 @@ class WorkerCollector(Collector):
             "Assigned partitions the worker's consumer fetches (not paused): its stages' inputs, "
             "and changelogs while they are recovered or kept as standbys.",
         )
+        stages = GaugeMetricFamily(
+            STAGE_PARTITIONS,
+            "Assigned partitions the stages read, by state: reading; paused (a rebalance or "
+            "recovery); buffer_full (their stream's buffer is full until it drains); "
+            "fetch_paused (read by faust but paused in aiokafka: never fetched, should be 0).",
+            labels=["state"],
+        )
         consumer = self._p.app.consumer
         if isinstance(consumer, PausingConsumer):
             fetched.add_metric([], consumer.fetched_partitions())
+            for name, count in consumer.stage_partition_states().items():
+                stages.add_metric([name], count)
         cache = self._p.context_cache
         cache_bytes = GaugeMetricFamily(
             CONTEXT_CACHE_BYTES,
@@ -128,7 +138,7 @@ class WorkerCollector(Collector):
             "Parsed contexts the worker caches (OMNISTITCH_CONTEXT_CACHE_SIZE bounds it).",
         )
         cache_entries.add_metric([], len(cache))
-        yield from (ready, state, remaining, recovering, assigned, fetched)
+        yield from (ready, state, remaining, recovering, assigned, fetched, stages)
         yield from (cache_bytes, cache_entries)
 
     def describe(self) -> Iterator[Metric]:
@@ -140,6 +150,7 @@ class WorkerCollector(Collector):
                 GaugeMetricFamily(RECOVERING, ""),
                 GaugeMetricFamily(ASSIGNED, ""),
                 GaugeMetricFamily(FETCHED, ""),
+                GaugeMetricFamily(STAGE_PARTITIONS, "", labels=["state"]),
                 GaugeMetricFamily(CONTEXT_CACHE_BYTES, ""),
                 GaugeMetricFamily(CONTEXT_CACHE_ENTRIES, ""),
             ]

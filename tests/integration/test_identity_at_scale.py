@@ -426,9 +426,15 @@ def logs(cluster: Cluster, lines: int = 25) -> str:
 
 
 def diagnosis(cluster: Cluster) -> str:
-    """For a pipeline that stopped short: each worker's stage counts and lags, and where its
-    threads are (a hang shows there, not in the log)."""
-    watched = re.compile(r"^omnistitch_(stage_messages_total|consumer_lag_records)\{", re.MULTILINE)
+    """For a pipeline that stopped short: each worker's stage counts and lags, what its
+    consumer reads and fetches (a partition with lag that faust does not read, or aiokafka
+    does not fetch, is a stall), and where its threads are (a hang shows there, not in the
+    log)."""
+    watched = re.compile(
+        r"^omnistitch_(stage_messages_total\{|consumer_lag_records\{|stage_partitions\{"
+        r"|fetched_partitions |assigned_partitions )",
+        re.MULTILINE,
+    )
     parts = []
     for i, w in enumerate(cluster.workers):
         try:

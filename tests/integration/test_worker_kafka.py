@@ -323,5 +323,15 @@ def test_the_consumer_fetches_only_the_partitions_faust_reads(
         publish_events(worker_env, [raw("e2", 2, ("email", "pause@example.com"))])
         customer_by(worker_env, "email:pause@example.com", worker, 2)
         assert gauge("omnistitch_fetched_partitions") == stages
+        # faust reads every one of them, and aiokafka pauses none that faust reads.
+        states = {
+            s: float(v)
+            for s, v in re.findall(
+                r'^omnistitch_stage_partitions\{state="(\w+)"\} ([0-9.e+]+)$',
+                metrics(worker_env),
+                re.M,
+            )
+        }
+        assert states == {"reading": stages, "paused": 0, "buffer_full": 0, "fetch_paused": 0}
     finally:
         worker.stop()

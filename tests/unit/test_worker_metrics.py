@@ -165,6 +165,8 @@ def test_worker_collector_reads_readiness_state_and_rebalances(tmp_path: Path) -
     assert value("omnistitch_assigned_partitions") == 2
     assert isinstance(p.app.consumer, PausingConsumer)
     assert value("omnistitch_fetched_partitions") == 0  # the consumer has not started
+    for state in ("reading", "paused", "buffer_full", "fetch_paused"):
+        assert value("omnistitch_stage_partitions", state=state) == 0
     assert value("omnistitch_context_cache_entries") == 0
     p.context_cache.put("cus_a", context_state.CustomerContext(customer_id="cus_a"), 1234)
     assert value("omnistitch_context_cache_bytes") == 1234
