@@ -773,11 +773,16 @@ def measure_latency(
         for name in ("identity-requests", "customer-ops")
     )
     return Latency(
-        {**percentiles(lat), "delivered_pct": 100.0 * len(lat) / (total - warm)},
+        _delivered(lat, total - warm),
         hop_delays(sent, requested, forwarded, seen),
         cpu,
-        {**percentiles(cold), "delivered_pct": 100.0 * len(cold) / warm} if warm else {},
+        _delivered(cold, warm) if warm else {},
     )
+
+
+def _delivered(latencies_ms: list[float], offered: int) -> dict[str, float]:
+    """p50, p95 and p99 of the events that arrived, and the share of ``offered`` they are."""
+    return {**percentiles(latencies_ms), "delivered_pct": 100.0 * len(latencies_ms) / offered}
 
 
 def _profile(worker: _Worker, out: Path) -> subprocess.Popen[bytes]:

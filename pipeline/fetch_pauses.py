@@ -56,11 +56,14 @@ class PausingConsumer(driver.Consumer):
             return None
         return super().verify_event_path(now, tp)
 
+    def _aiokafka(self) -> Any:
+        """aiokafka's consumer, or None before the consumer starts."""
+        return cast(Any, self._thread)._consumer
+
     def fetched_partitions(self) -> int:
         """Assigned partitions aiokafka's fetcher asks for (not paused); read on scrape, from
         any thread (an assignment's partitions are a frozenset, its states fixed)."""
-        consumer = cast(Any, self._thread)._consumer
-        if consumer is None:
+        if (consumer := self._aiokafka()) is None:
             return 0
         subscription = consumer._subscription
         return len(subscription.assigned_partitions() - subscription.paused_partitions())
@@ -71,16 +74,15 @@ class PausingConsumer(driver.Consumer):
         recovery) or ``buffer_full`` (their stream's buffer is full: not taken until it
         drains), and how many faust reads but aiokafka has paused (``fetch_paused``: never
         fetched, a stall; should stay 0). Read on scrape, from any thread: each set is
-        copied in one step."""
-        consumer = cast(Any, self._thread)._consumer
-        if consumer is None:
+        copied in one step. (aiokafka's partitions and faust's are equal tuples.)"""
+        if (consumer := self._aiokafka()) is None:
             return dict.fromkeys(STAGE_STATES, 0)
         subscription = consumer._subscription
-        assigned = {TP(tp.topic, tp.partition) for tp in subscription.assigned_partitions()}
+        assigned = subscription.assigned_partitions()
         stages = {tp for tp in assigned if not self._is_changelog_tp(tp)}
         paused = stages & set(self._paused_partitions)
         buffered = stages & set(self._buffered_partitions)
-        fetch_paused = {TP(tp.topic, tp.partition) for tp in subscription.paused_partitions()}
+        fetch_paused = subscription.paused_partitions()
         return {
             "reading": len(stages - paused - buffered),
             "paused": len(paused),
@@ -89,12 +91,11 @@ class PausingConsumer(driver.Consumer):
         }
 
     def _pass_on(self, tps: list[TP], *, paused: bool) -> None:
-        thread = cast(Any, self._thread)
-        consumer = thread._consumer
+        consumer = self._aiokafka()
         if consumer is None or not tps:  # not started: nothing is assigned, nothing fetched
             return
         parts = [TopicPartition(tp.topic, tp.partition) for tp in tps]
-        thread.thread_loop.call_soon_threadsafe(_apply, consumer, parts, paused)
+        cast(Any, self._thread).thread_loop.call_soon_threadsafe(_apply, consumer, parts, paused)
 
 
 def _apply(consumer: Any, parts: list[TopicPartition], paused: bool) -> None:
