@@ -168,6 +168,12 @@ class WorkerSettings(KafkaSettings):
         "sets 1.5 s): a record on a partition left out of the request in flight waits that "
         "long (pipeline/fetch_backoff.py).",
     )
+    consumer_thread: bool = Field(
+        default=False,
+        description="Run faust's aiokafka consumer on a thread of its own (faust's way), not "
+        "on the stages' event loop (pipeline/consumer_loop.py): each fetch then crosses "
+        "between the two threads.",
+    )
     batch_max: int = Field(
         default=500,
         ge=1,

@@ -47,11 +47,13 @@ from omnistitch.topics import (
 )
 from pipeline import context_state, fetch_pauses, triggers
 from pipeline import metrics as m
+from pipeline.consumer_loop import LoopPausingConsumer
 from pipeline.context import derive
 from pipeline.context_ops import ContextOps, Sent, erase_ops, resolve_ops, split_ops
 from pipeline.context_policy import ContextPolicy, load_context_policy
 from pipeline.context_state import CustomerContext, Event
 from pipeline.dead_letter import dead_letter
+from pipeline.fetch_pauses import PausingConsumer
 from pipeline.identity import (
     IdentityEngine,
     IdentityError,
@@ -258,8 +260,9 @@ class Pipeline:
             stream_buffer_maxsize=STREAM_BUFFER_BATCHES * s.batch_records,
         )
 
-        # aiokafka fetches only the partitions faust reads (pipeline/fetch_pauses.py).
-        fetch_pauses.install(app)
+        # aiokafka fetches only the partitions faust reads (pipeline/fetch_pauses.py), on
+        # the stages' loop unless consumer_thread (pipeline/consumer_loop.py).
+        fetch_pauses.install(app, PausingConsumer if s.consumer_thread else LoopPausingConsumer)
 
         # faust stops taking input while more than `max_messages` (100) sends wait in its
         # producer buffer, and logs a warning each time. Table rows and customer ops no

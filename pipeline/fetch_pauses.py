@@ -107,9 +107,10 @@ def _apply(consumer: Any, parts: list[TopicPartition], paused: bool) -> None:
         (consumer.pause if paused else consumer.resume)(*assigned)
 
 
-def install(app: faust.App) -> None:
-    """Make ``app`` build a :class:`PausingConsumer` (before its consumer is first used)."""
+def install(app: faust.App, consumer: type[PausingConsumer] = PausingConsumer) -> None:
+    """Make ``app`` build ``consumer``, a :class:`PausingConsumer` (before its consumer is
+    first used)."""
     transport = cast(Any, app.transport)
     if not issubclass(transport.Consumer, driver.Consumer):
         raise TypeError(f"the app's transport is not faust's aiokafka one: {transport!r}")
-    transport.Consumer = PausingConsumer
+    transport.Consumer = consumer

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from rocksdict import AccessType, Options, Rdict
 
@@ -292,12 +293,15 @@ def test_every_table_partition_shares_one_rocksdb_budget(
         worker.stop()
 
 
+@pytest.mark.parametrize("consumer_thread", ["false", "true"], ids=["on_the_loop", "on_a_thread"])
 def test_the_consumer_fetches_only_the_partitions_faust_reads(
-    worker_env: dict[str, str], tmp_path: Path
+    worker_env: dict[str, str], tmp_path: Path, consumer_thread: str
 ) -> None:
     """faust pauses the tables' changelogs once they are recovered; aiokafka's fetcher must
     stop asking for them too (pipeline/fetch_pauses.py): each fetch request named every
-    assigned partition, 89 of them, and the stages read 17."""
+    assigned partition, 89 of them, and the stages read 17. On the stages' loop (the
+    default, pipeline/consumer_loop.py) as on faust's own consumer thread."""
+    worker_env = {**worker_env, "OMNISTITCH_CONSUMER_THREAD": consumer_thread}
     worker = Process("worker", worker_env, tmp_path / "worker.log").start()
     try:
         wait_for("ready", lambda: http_json(f"{api(worker_env)}/readyz"), 90, worker)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import msgspec
 import pytest
 from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from pydantic import ValidationError
 
 from omnistitch.settings import WorkerSettings
 from pipeline.app import ROCKSDB_OPTIONS, Pipeline, key_partition
+from pipeline.consumer_loop import LoopConsumerThread, LoopPausingConsumer
+from pipeline.fetch_pauses import PausingConsumer
 from pipeline.ingest import Ingest
 from pipeline.ops import (
     BATCH_RECORD_BYTES,
@@ -87,3 +91,24 @@ def test_a_batch_record_never_holds_more_parts_than_decision_positions_reserve()
     parts = [b"{}"] * (MAX_REQUESTS_PER_RECORD + 1)
     counts = [json.loads(r)["requests"].__len__() for r in batch_records(parts, "requests")]
     assert counts == [MAX_REQUESTS_PER_RECORD, 1]
+
+
+def test_aiokafka_runs_on_the_stages_loop_unless_consumer_thread() -> None:
+    consumer = pipeline().app.consumer
+    assert isinstance(consumer, LoopPausingConsumer)
+    on_loop = consumer._thread
+    assert isinstance(on_loop, LoopConsumerThread)
+    assert on_loop.thread_loop is on_loop.parent_loop is consumer.loop
+
+    async def coroutine(x: int) -> tuple[int, int]:
+        return x, threading.get_ident()
+
+    # faust's calls are run in place, on the caller's thread: plain and coroutine functions
+    loop = consumer.loop
+    assert loop.run_until_complete(on_loop.call_thread(coroutine, 1)) == (1, threading.get_ident())
+    assert loop.run_until_complete(on_loop.call_thread(lambda: 2)) == 2
+
+    threaded = pipeline(consumer_thread=True).app.consumer
+    assert type(threaded) is PausingConsumer
+    assert type(threaded._thread) is AIOKafkaConsumerThread
+    assert threaded._thread.thread_loop is not threaded.loop
