@@ -47,13 +47,12 @@ from omnistitch.topics import (
 )
 from pipeline import context_state, fetch_pauses, triggers
 from pipeline import metrics as m
-from pipeline.consumer_loop import LoopPausingConsumer
+from pipeline.consumer_loop import LoopStageConsumer
 from pipeline.context import derive
 from pipeline.context_ops import ContextOps, Sent, erase_ops, resolve_ops, split_ops
 from pipeline.context_policy import ContextPolicy, load_context_policy
 from pipeline.context_state import CustomerContext, Event
 from pipeline.dead_letter import dead_letter
-from pipeline.fetch_pauses import PausingConsumer
 from pipeline.identity import (
     IdentityEngine,
     IdentityError,
@@ -75,6 +74,7 @@ from pipeline.ops import (
 )
 from pipeline.rocksdb_memory import STORE_URL, RocksDBMemory
 from pipeline.rules import Rules, load_rules
+from pipeline.stage_consumer import StageConsumer
 from pipeline.stage_failure import stage_failed
 from pipeline.table_writer import NOT_STAGED, Table, TableWriter, read_row
 from pipeline.write_behind import WriteBehind
@@ -261,8 +261,9 @@ class Pipeline:
         )
 
         # aiokafka fetches only the partitions faust reads (pipeline/fetch_pauses.py), on
-        # the stages' loop unless consumer_thread (pipeline/consumer_loop.py).
-        fetch_pauses.install(app, PausingConsumer if s.consumer_thread else LoopPausingConsumer)
+        # the stages' loop unless consumer_thread (pipeline/consumer_loop.py); the stages'
+        # partitions are admitted in offset order (pipeline/stage_consumer.py).
+        fetch_pauses.install(app, StageConsumer if s.consumer_thread else LoopStageConsumer)
 
         # faust stops taking input while more than `max_messages` (100) sends wait in its
         # producer buffer, and logs a warning each time. Table rows and customer ops no
@@ -301,6 +302,10 @@ class Pipeline:
         self.triggers_topic = topic(s.topic(ENGAGEMENT_TRIGGERS))
         self.requests_topic = internal("identity-requests")
         self.ops_topic = internal("customer-ops")
+        # what the stages read, admitted in offset order (pipeline/stage_consumer.py)
+        cast(StageConsumer, app.consumer).ordered_topics = frozenset(
+            t.get_topic_name() for t in (self.requests_topic, self.ops_topic)
+        )
 
         self.rocksdb_memory = rocksdb_memory = RocksDBMemory.from_settings(s)
 
@@ -454,8 +459,13 @@ class Pipeline:
         in records, a batch of 500 once held 100,000 requests, and the identity stage held
         the event loop for seconds while the context stage starved."""
         s = self.settings
+        consumer = cast(StageConsumer, self.app.consumer)
         async for events in cast(Any, stream).take_events(s.batch_records, s.batch_wait_s):
-            yield by_partition(events)
+            # in offset order, none skipped (pipeline/offset_order.py)
+            taken = await consumer.admit(events)
+            if taken:
+                yield by_partition(taken)
+                consumer.done(taken)  # the stage asks for the next batch: this one is sent
 
     async def send_request(self, request: SplitRequest | EraseRequest) -> None:
         """Append one request to the tenant's identity log (the API's split and erase)."""

@@ -29,7 +29,7 @@ from faust.transport.drivers import aiokafka as driver
 from mode import Service
 from mode.utils.futures import maybe_async
 
-from pipeline.fetch_pauses import PausingConsumer
+from pipeline.stage_consumer import StageConsumer
 
 
 class LoopConsumerThread(driver.AIOKafkaConsumerThread):
@@ -38,7 +38,7 @@ class LoopConsumerThread(driver.AIOKafkaConsumerThread):
     # mode's ServiceThread waits for its thread to report the shutdown; nothing here does
     wait_for_shutdown = False
 
-    def __init__(self, consumer: PausingConsumer, **kwargs: Any) -> None:
+    def __init__(self, consumer: StageConsumer, **kwargs: Any) -> None:
         loop = kwargs.pop("loop", None) or consumer.loop
         # thread_loop is the parent's loop: the service's events, aiokafka's futures and
         # faust's fetches all live on it.
@@ -85,8 +85,8 @@ class LoopConsumerThread(driver.AIOKafkaConsumerThread):
         self.add_future(maybe_async(fun(*args, **kwargs)))
 
 
-class LoopPausingConsumer(PausingConsumer):
-    """:class:`PausingConsumer` with aiokafka on the stages' loop (:class:`LoopConsumerThread`)."""
+class LoopStageConsumer(StageConsumer):
+    """:class:`StageConsumer` with aiokafka on the stages' loop (:class:`LoopConsumerThread`)."""
 
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return LoopConsumerThread(self, loop=self.loop, beacon=self.beacon)

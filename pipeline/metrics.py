@@ -24,6 +24,14 @@ STAGE_EVENTS = Counter(
 INGEST_MESSAGES = STAGE_EVENTS.labels("ingest")
 IDENTITY_MESSAGES = STAGE_EVENTS.labels("identity")
 CONTEXT_MESSAGES = STAGE_EVENTS.labels("context")
+#: Records a stage's consumer dropped to keep its partitions in offset order
+#: (pipeline/offset_order.py): ``gap`` (records before it missing: read again from there),
+#: ``seen`` (taken already). Anything but 0 means faust lost records on the way.
+STAGE_RECORDS_DROPPED = Counter(
+    "omnistitch_stage_records_dropped_total",
+    "Stage records dropped to keep each partition in offset order (read again from the gap).",
+    ["reason"],
+)
 DEAD_LETTERS = Counter(
     "omnistitch_dead_letters_total", "Records sent to a dead-letter topic.", ["stage", "reason"]
 )

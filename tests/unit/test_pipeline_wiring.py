@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import threading
+from types import SimpleNamespace
+from typing import Any
 
 import msgspec
 import pytest
 from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.types import TP
 from pydantic import ValidationError
 
 from omnistitch.settings import WorkerSettings
 from pipeline.app import ROCKSDB_OPTIONS, Pipeline, key_partition
-from pipeline.consumer_loop import LoopConsumerThread, LoopPausingConsumer
-from pipeline.fetch_pauses import PausingConsumer
+from pipeline.consumer_loop import LoopConsumerThread, LoopStageConsumer
 from pipeline.ingest import Ingest
 from pipeline.ops import (
     BATCH_RECORD_BYTES,
@@ -26,6 +28,7 @@ from pipeline.ops import (
     encode_op,
 )
 from pipeline.rules import load_rules
+from pipeline.stage_consumer import StageConsumer
 
 
 def pipeline(**settings: object) -> Pipeline:
@@ -95,7 +98,7 @@ def test_a_batch_record_never_holds_more_parts_than_decision_positions_reserve()
 
 def test_aiokafka_runs_on_the_stages_loop_unless_consumer_thread() -> None:
     consumer = pipeline().app.consumer
-    assert isinstance(consumer, LoopPausingConsumer)
+    assert isinstance(consumer, LoopStageConsumer)
     on_loop = consumer._thread
     assert isinstance(on_loop, LoopConsumerThread)
     assert on_loop.thread_loop is on_loop.parent_loop is consumer.loop
@@ -109,6 +112,53 @@ def test_aiokafka_runs_on_the_stages_loop_unless_consumer_thread() -> None:
     assert loop.run_until_complete(on_loop.call_thread(lambda: 2)) == 2
 
     threaded = pipeline(consumer_thread=True).app.consumer
-    assert type(threaded) is PausingConsumer
+    assert type(threaded) is StageConsumer
     assert type(threaded._thread) is AIOKafkaConsumerThread
     assert threaded._thread.thread_loop is not threaded.loop
+
+
+def test_the_stages_consumer_reads_a_gap_again_and_commits_only_what_is_done() -> None:
+    """Wired into faust's own commit path (``_new_offset``); the broker part (the committed
+    offset read, the seek) is stubbed here and run by the kill -9 broker test."""
+    p = pipeline()
+    consumer = p.app.consumer
+    assert isinstance(consumer, StageConsumer)
+    requests = p.requests_topic.get_topic_name()
+    assert consumer.ordered_topics == {requests, p.ops_topic.get_topic_name()}
+    tp = TP(requests, 0)
+    seeks: list[tuple[TP, int]] = []
+
+    async def committed(tp: TP) -> int:
+        return 30
+
+    async def seek_back(tp: TP, offset: int) -> None:
+        seeks.append((tp, offset))
+
+    consumer._start_offset = committed  # type: ignore[method-assign]
+    consumer._seek_back = seek_back  # type: ignore[method-assign]
+
+    def events(*offsets: int) -> list[Any]:
+        return [SimpleNamespace(message=SimpleNamespace(tp=tp, offset=o)) for o in offsets]
+
+    admit = consumer.admit
+    run = consumer.loop.run_until_complete
+    # faust's stream handed over 30 and 32 (31 lost on the way): 32 waits for 31
+    taken = run(admit(events(29, 30, 32)))
+    assert [e.message.offset for e in taken] == [30]
+    assert seeks == [(tp, 31)]
+    consumer.done(taken)
+    # faust acked 30 and 32, and filled the gap: its own offset would be 33
+    consumer._acked[tp] = [30, 32]
+    consumer._acked_index[tp] = {30, 32}
+    consumer._gap[tp].addi(31, 32)
+    assert consumer._new_offset(tp) == 31  # 31 not done: it is not committed
+    taken = run(admit(events(31, 32)))
+    assert [e.message.offset for e in taken] == [31, 32]
+    consumer.done(taken)
+    consumer._acked[tp] = [31, 32]
+    consumer._acked_index[tp] = {31, 32}
+    assert consumer._new_offset(tp) == 33
+    # a topic the stages do not admit (faust's leader topic) is committed as faust does
+    other = TP("leader", 0)
+    consumer._acked[other] = [0, 1]
+    assert consumer._new_offset(other) == 2

@@ -1,0 +1,85 @@
+"""Each stage partition's records taken in offset order, none skipped, and its commits held
+to what the stage has done: what faust's own bookkeeping does not promise across a
+rebalance.
+
+Seen in the kill -9 test (docs/performance-history.md, session 19): after the killed
+worker came back, its identity stage took records 30 and 32 of the identity log in one
+batch and never record 31; faust counted the gap as acknowledged (it fills offset gaps,
+which it expects of compacted topics) and committed past it, so 43 events were never
+resolved. faust drops fetched records around a rebalance in several places (a fetch
+abandoned when the generation changes, records fetched before the seek to the committed
+offsets, a record behind its read offset dropped) and acknowledges those its streams skip.
+The stages' topics are neither compacted nor transactional: their offsets have no gaps,
+so any gap a stage sees is a record lost on the way.
+
+:class:`OffsetOrder` keeps, per partition, the next offset the stage must take
+(``expected``) and the offset below which everything is done (``done``):
+
+* a record at ``expected`` is taken (:attr:`Verdict.TAKE`);
+* below it, it was taken already in this assignment (:attr:`Verdict.SEEN`): dropped;
+* above it, records are missing (:attr:`Verdict.GAP`): dropped, and the partition must be
+  read again from ``expected`` (the wiring seeks there).
+
+Commits are capped at ``done``, and a partition the stage has not started in this
+assignment commits nothing. It starts at the group's committed offset, read from the
+broker, not from faust's copy. The stages are idempotent, so reading again is safe; a
+skipped record is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from enum import Enum
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+
+class Verdict(Enum):
+    TAKE = "take"
+    SEEN = "seen"
+    GAP = "gap"
+
+
+class OffsetOrder(Generic[K]):
+    """The next offset each partition's stage must take, and the offset its commits may
+    reach (everything below it done)."""
+
+    def __init__(self) -> None:
+        self._expected: dict[K, int] = {}
+        self._done: dict[K, int] = {}
+
+    def started(self, tp: K) -> bool:
+        return tp in self._expected
+
+    def start(self, tp: K, committed: int) -> None:
+        """Start ``tp`` at the group's committed offset: every record from it on is taken."""
+        self._expected[tp] = self._done[tp] = committed
+
+    def judge(self, tp: K, offset: int) -> Verdict:
+        """Take the record at ``offset`` or say why not; taking it moves ``expected`` on."""
+        expected = self._expected[tp]
+        if offset == expected:
+            self._expected[tp] = offset + 1
+            return Verdict.TAKE
+        return Verdict.SEEN if offset < expected else Verdict.GAP
+
+    def expected(self, tp: K) -> int:
+        return self._expected[tp]
+
+    def done(self, tp: K, offset: int) -> None:
+        """The taken record at ``offset`` is done (its outputs flushed before any commit)."""
+        if tp in self._done and offset >= self._done[tp]:
+            self._done[tp] = offset + 1
+
+    def cap(self, tp: K, offset: int | None) -> int | None:
+        """The offset faust may commit for ``tp``: at most ``done``; nothing before start."""
+        if offset is None or tp not in self._done:
+            return None
+        return min(offset, self._done[tp])
+
+    def forget(self, tps: Iterable[K]) -> None:
+        """``tps`` were revoked: the next assignment starts them again."""
+        for tp in tps:
+            self._expected.pop(tp, None)
+            self._done.pop(tp, None)

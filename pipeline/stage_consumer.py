@@ -1,0 +1,101 @@
+"""The stages' faust consumer: each partition's records admitted in offset order, and
+faust's commits held to what the stages have done (the rules: pipeline/offset_order.py).
+
+The stages call :meth:`StageConsumer.admit` on every batch faust's stream hands them and
+:meth:`StageConsumer.done` once the batch's outputs are sent; faust's own commit path
+(``_new_offset``) is capped there. A partition is started at the group's committed offset
+read from the broker (not faust's copy, which a rebalance clears and a skipped record can
+move on), or at the log's start when nothing is committed. A gap is read again: the
+partition is sought back to the first missing offset, on the consumer's own loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from aiokafka import TopicPartition  # type: ignore[import-untyped]  # no type hints
+from faust.types import TP, EventT
+
+from pipeline import metrics as m
+from pipeline.fetch_pauses import PausingConsumer
+from pipeline.offset_order import OffsetOrder, Verdict
+
+log = logging.getLogger(__name__)
+
+GAPS = m.STAGE_RECORDS_DROPPED.labels(Verdict.GAP.value)
+SEEN = m.STAGE_RECORDS_DROPPED.labels(Verdict.SEEN.value)
+
+
+class StageConsumer(PausingConsumer):
+    """faust's consumer (fetch pauses passed on) with the stages' partitions kept in order."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.order: OffsetOrder[TP] = OffsetOrder()
+        #: The topics the stages read and admit through :meth:`admit`; others pass as faust's.
+        self.ordered_topics: frozenset[str] = frozenset()
+        super().__init__(*args, **kwargs)
+
+    async def admit(self, events: Sequence[EventT[Any]]) -> list[EventT[Any]]:
+        """The events of a batch the stage must process, in order; a gap is read again."""
+        taken: list[EventT[Any]] = []
+        rewind: dict[TP, tuple[int, int]] = {}
+        for event in events:
+            message = event.message
+            tp, offset = message.tp, message.offset
+            if not self.order.started(tp):
+                self.order.start(tp, await self._start_offset(tp))
+            verdict = self.order.judge(tp, offset)
+            if verdict is Verdict.TAKE:
+                taken.append(event)
+            elif verdict is Verdict.SEEN:
+                SEEN.inc()
+            else:
+                GAPS.inc()
+                rewind.setdefault(tp, (self.order.expected(tp), offset))
+        for tp, (expected, got) in rewind.items():
+            log.warning(
+                "%s[%d]: record %d came before %d; reading again from %d",
+                tp.topic,
+                tp.partition,
+                got,
+                expected,
+                expected,
+            )
+            await self._seek_back(tp, expected)
+        return taken
+
+    def done(self, events: Iterable[EventT[Any]]) -> None:
+        """The events' outputs are sent: their offsets may be committed (after the flush)."""
+        for event in events:
+            self.order.done(event.message.tp, event.message.offset)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        offset = super()._new_offset(tp)
+        if tp.topic not in self.ordered_topics:
+            return offset
+        return self.order.cap(tp, offset)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        await super().on_partitions_revoked(revoked)  # commits what is done first
+        self.order.forget(revoked)
+
+    async def _start_offset(self, tp: TP) -> int:
+        """The group's committed offset for ``tp``, or the log's start if none (or older)."""
+        consumer = self._aiokafka()
+        part = TopicPartition(tp.topic, tp.partition)
+        committed = await self._thread.call_thread(consumer.committed, part)
+        starts = await self._thread.call_thread(consumer.beginning_offsets, [part])
+        start = int(starts[part])
+        return start if committed is None else max(int(committed), start)
+
+    async def _seek_back(self, tp: TP, offset: int) -> None:
+        """Fetch ``tp`` again from ``offset`` (aiokafka drops what it had fetched of it)."""
+        thread = self._thread
+
+        async def seek() -> None:  # on aiokafka's loop: its fetcher's futures live there
+            thread.seek(tp, offset)
+
+        await thread.call_thread(seek)
+        self._read_offset[tp] = offset
