@@ -32,6 +32,15 @@ STAGE_RECORDS_DROPPED = Counter(
     "Stage records dropped to keep each partition in offset order (read again from the gap).",
     ["reason"],
 )
+#: Times a stage partition was read again from its first missing offset: ``gap`` (a
+#: later record came first), ``stall`` (records fetched past it never reached the stage).
+STAGE_REREADS = Counter(
+    "omnistitch_stage_rereads_total",
+    "Times a stage partition was read again from the first record its stage had not taken.",
+    ["cause"],
+)
+STALL_REREADS = STAGE_REREADS.labels("stall")
+GAP_REREADS = STAGE_REREADS.labels("gap")
 DEAD_LETTERS = Counter(
     "omnistitch_dead_letters_total", "Records sent to a dead-letter topic.", ["stage", "reason"]
 )

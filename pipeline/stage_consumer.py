@@ -17,6 +17,8 @@ from typing import Any
 
 from aiokafka import TopicPartition  # type: ignore[import-untyped]  # no type hints
 from faust.types import TP, EventT
+from mode import Service
+from prometheus_client import Counter
 
 from pipeline import metrics as m
 from pipeline.fetch_pauses import PausingConsumer
@@ -26,6 +28,9 @@ log = logging.getLogger(__name__)
 
 GAPS = m.STAGE_RECORDS_DROPPED.labels(Verdict.GAP.value)
 SEEN = m.STAGE_RECORDS_DROPPED.labels(Verdict.SEEN.value)
+
+#: How often a stage partition's progress is looked at for a stall (two looks apart).
+STALL_CHECK_S = 10.0
 
 
 class StageConsumer(PausingConsumer):
@@ -63,7 +68,7 @@ class StageConsumer(PausingConsumer):
                 expected,
                 expected,
             )
-            await self._seek_back(tp, expected)
+            await self._seek_back(tp, expected, m.GAP_REREADS)
         return taken
 
     def done(self, events: Iterable[EventT[Any]]) -> None:
@@ -90,8 +95,38 @@ class StageConsumer(PausingConsumer):
         start = int(starts[part])
         return start if committed is None else max(int(committed), start)
 
-    async def _seek_back(self, tp: TP, offset: int) -> None:
+    @Service.timer(STALL_CHECK_S)
+    async def _reread_stalled(self) -> None:
+        """A started partition whose records aiokafka handed on past what its stage took,
+        none taken since the last look, is read again (outside rebalances)."""
+        consumer = self._aiokafka()
+        if consumer is None or self.app.rebalancing or not self.flow_active:
+            return
+        subscription = consumer._subscription.subscription
+        assignment = None if subscription is None else subscription.assignment
+        if assignment is None:
+            return
+        positions = {}
+        for tp in self.order.partitions():
+            state = assignment.state_value(TopicPartition(tp.topic, tp.partition))
+            if state is not None and state.has_valid_position:
+                positions[tp] = state.position
+        for tp in self.order.stalled(positions):
+            expected = self.order.expected(tp)
+            log.warning(
+                "%s[%d]: records up to %d were handed on and none taken from %d; reading "
+                "again from %d",
+                tp.topic,
+                tp.partition,
+                positions[tp] - 1,
+                expected,
+                expected,
+            )
+            await self._seek_back(tp, expected, m.STALL_REREADS)
+
+    async def _seek_back(self, tp: TP, offset: int, counter: Counter) -> None:
         """Fetch ``tp`` again from ``offset`` (aiokafka drops what it had fetched of it)."""
+        counter.inc()
         thread = self._thread
 
         async def seek() -> None:  # on aiokafka's loop: its fetcher's futures live there

@@ -432,7 +432,8 @@ def diagnosis(cluster: Cluster) -> str:
     log)."""
     watched = re.compile(
         r"^omnistitch_(stage_messages_total\{|consumer_lag_records\{|stage_partitions\{"
-        r"|fetched_partitions |assigned_partitions )",
+        r"|fetched_partitions |assigned_partitions |stage_rereads_total\{"
+        r"|stage_records_dropped_total\{)",
         re.MULTILINE,
     )
     parts = []

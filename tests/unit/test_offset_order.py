@@ -72,3 +72,28 @@ def test_a_revoked_partition_starts_again() -> None:
     order.start(TP, 45)  # where the other worker's commits left it
     assert order.judge(TP, 31) is Verdict.SEEN
     assert order.judge(TP, 45) is Verdict.TAKE
+
+
+def test_records_handed_on_and_never_taken_are_a_stall_at_the_second_look() -> None:
+    order = started(30)
+    order.judge(TP, 30)
+    # fetching got to 40; the stage has 31 next: records may still be on their way
+    assert order.stalled({TP: 40}) == []
+    # a look later the stage took 31 to 34: busy, not stalled
+    for offset in (31, 32, 33, 34):
+        order.judge(TP, offset)
+    assert order.stalled({TP: 40}) == []
+    # another look, nothing taken since: 35 to 39 were lost on the way
+    assert order.stalled({TP: 40}) == [TP]
+    # read again: the next look starts over
+    assert order.stalled({TP: 40}) == []
+
+
+def test_a_caught_up_or_unstarted_partition_is_never_stalled() -> None:
+    order = started(30)
+    order.judge(TP, 30)
+    assert order.stalled({TP: 31}) == []
+    assert order.stalled({TP: 31}) == []  # idle and caught up
+    other = ("customer-ops", 1)
+    assert order.stalled({other: 90}) == []  # not started: nothing taken to compare
+    assert order.stalled({other: 90}) == []

@@ -12,6 +12,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from omnistitch.settings import WorkerSettings
@@ -131,7 +132,7 @@ def test_the_stages_consumer_reads_a_gap_again_and_commits_only_what_is_done() -
     async def committed(tp: TP) -> int:
         return 30
 
-    async def seek_back(tp: TP, offset: int) -> None:
+    async def seek_back(tp: TP, offset: int, counter: Counter) -> None:
         seeks.append((tp, offset))
 
     consumer._start_offset = committed  # type: ignore[method-assign]
