@@ -57,13 +57,11 @@ class OffsetOrder(Generic[K]):
     def started(self, tp: K) -> bool:
         return tp in self._expected
 
-    def partitions(self) -> list[K]:
-        """The started partitions."""
-        return list(self._expected)
-
     def start(self, tp: K, committed: int) -> None:
-        """Start ``tp`` at the group's committed offset: every record from it on is taken."""
-        self._expected[tp] = self._done[tp] = committed
+        """Start ``tp`` at the group's committed offset: every record from it on is taken.
+        A partition started already is left as it is (two callers may race to start it)."""
+        if tp not in self._expected:
+            self._expected[tp] = self._done[tp] = committed
 
     def judge(self, tp: K, offset: int) -> Verdict:
         """Take the record at ``offset`` or say why not; taking it moves ``expected`` on."""

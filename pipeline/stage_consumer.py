@@ -97,8 +97,10 @@ class StageConsumer(PausingConsumer):
 
     @Service.timer(STALL_CHECK_S)
     async def _reread_stalled(self) -> None:
-        """A started partition whose records aiokafka handed on past what its stage took,
-        none taken since the last look, is read again (outside rebalances)."""
+        """A stage partition whose records aiokafka handed on past what its stage took,
+        none taken since the last look, is read again (outside rebalances). A partition
+        the stage has not started yet (nothing reached it since the assignment) is
+        started here, so that its first records count too."""
         consumer = self._aiokafka()
         if consumer is None or self.app.rebalancing or not self.flow_active:
             return
@@ -107,10 +109,16 @@ class StageConsumer(PausingConsumer):
         if assignment is None:
             return
         positions = {}
-        for tp in self.order.partitions():
-            state = assignment.state_value(TopicPartition(tp.topic, tp.partition))
-            if state is not None and state.has_valid_position:
-                positions[tp] = state.position
+        for part in assignment.tps:
+            if part.topic not in self.ordered_topics:
+                continue
+            state = assignment.state_value(part)
+            if state is None or not state.has_valid_position:
+                continue
+            tp = TP(part.topic, part.partition)
+            if not self.order.started(tp):
+                self.order.start(tp, await self._start_offset(tp))
+            positions[tp] = state.position
         for tp in self.order.stalled(positions):
             expected = self.order.expected(tp)
             log.warning(

@@ -97,3 +97,11 @@ def test_a_caught_up_or_unstarted_partition_is_never_stalled() -> None:
     other = ("customer-ops", 1)
     assert order.stalled({other: 90}) == []  # not started: nothing taken to compare
     assert order.stalled({other: 90}) == []
+
+
+def test_a_started_partition_is_not_started_again() -> None:
+    # the stall check and a batch may both start a partition: the first one counts
+    order = started(30)
+    order.judge(TP, 30)
+    order.start(TP, 30)
+    assert order.expected(TP) == 31
