@@ -53,6 +53,7 @@ class OffsetOrder(Generic[K]):
         self._expected: dict[K, int] = {}
         self._done: dict[K, int] = {}
         self._watched: dict[K, int] = {}  # expected at the last look (stalled)
+        self._taken = self._taken_at_look = 0  # records taken, in all, and at the last look
 
     def started(self, tp: K) -> bool:
         return tp in self._expected
@@ -68,6 +69,7 @@ class OffsetOrder(Generic[K]):
         expected = self._expected[tp]
         if offset == expected:
             self._expected[tp] = offset + 1
+            self._taken += 1
             return Verdict.TAKE
         return Verdict.SEEN if offset < expected else Verdict.GAP
 
@@ -87,16 +89,20 @@ class OffsetOrder(Generic[K]):
 
     def stalled(self, positions: Mapping[K, int]) -> list[K]:
         """Started partitions whose consumer has handed on records past ``expected``
-        (``positions``: where each one's fetching has got to) while the stage took none
-        of them since the last look: those records were lost on the way and no later
-        record will show the gap. Called every few seconds; a busy stage moves
-        ``expected`` on between looks."""
+        (``positions``: where each one's fetching has got to) while no record at all was
+        taken since the last look: those records were lost on the way and no later
+        record will show the gap. Called every few seconds. While records are taken
+        anywhere, a partition's own may still be queued behind them, so nothing is a
+        stall until the stages are quiet: a stall found late loses nothing, a false one
+        reads records again for nothing."""
+        quiet = self._taken == self._taken_at_look
+        self._taken_at_look = self._taken
         stalled = []
         for tp, position in positions.items():
             expected = self._expected.get(tp)
             if expected is None or position <= expected:
                 self._watched.pop(tp, None)
-            elif self._watched.get(tp) == expected:
+            elif quiet and self._watched.get(tp) == expected:
                 stalled.append(tp)
                 del self._watched[tp]
             else:

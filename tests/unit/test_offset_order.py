@@ -105,3 +105,16 @@ def test_a_started_partition_is_not_started_again() -> None:
     order.judge(TP, 30)
     order.start(TP, 30)
     assert order.expected(TP) == 31
+
+
+def test_no_stall_while_records_are_taken_on_other_partitions() -> None:
+    # this partition's records may be queued behind the others' in faust's stream
+    order = started(30)
+    other = ("customer-ops", 1)
+    order.start(other, 0)
+    assert order.stalled({TP: 40}) == []
+    order.judge(other, 0)
+    assert order.stalled({TP: 40}) == []  # the stage is busy: not yet
+    order.judge(other, 1)
+    assert order.stalled({TP: 40}) == []
+    assert order.stalled({TP: 40}) == [TP]  # quiet, and 30 to 39 never came
