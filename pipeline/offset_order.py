@@ -19,9 +19,9 @@ so any gap a stage sees is a record lost on the way.
 * below it, it was taken already in this assignment (:attr:`Verdict.SEEN`): dropped;
 * above it, records are missing (:attr:`Verdict.GAP`): dropped, and the partition must be
   read again from ``expected`` (the wiring seeks there);
-* records handed on past ``expected`` with none of them taken between two looks a few
-  seconds apart (:meth:`OffsetOrder.stalled`) were lost with no later record to show the
-  gap: read again too (the stall CI's kill -9 test met in sessions 15 and 18, 9 records
+* records handed on past ``expected``, with no record taken anywhere between two looks a
+  few seconds apart (:meth:`OffsetOrder.stalled`), were lost with no later record to show
+  the gap: read again too (the stall CI's kill -9 test met in sessions 15 and 18, 9 records
   of an identity-log partition left unread behind an idle worker, fits this).
 
 Commits are capped at ``done``, and a partition the stage has not started in this
