@@ -41,6 +41,8 @@ STAGE_REREADS = Counter(
 )
 STALL_REREADS = STAGE_REREADS.labels("stall")
 GAP_REREADS = STAGE_REREADS.labels("gap")
+GAP_DROPS = STAGE_RECORDS_DROPPED.labels("gap")
+SEEN_DROPS = STAGE_RECORDS_DROPPED.labels("seen")
 DEAD_LETTERS = Counter(
     "omnistitch_dead_letters_total", "Records sent to a dead-letter topic.", ["stage", "reason"]
 )

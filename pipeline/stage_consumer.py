@@ -26,9 +26,6 @@ from pipeline.offset_order import OffsetOrder, Verdict
 
 log = logging.getLogger(__name__)
 
-GAPS = m.STAGE_RECORDS_DROPPED.labels(Verdict.GAP.value)
-SEEN = m.STAGE_RECORDS_DROPPED.labels(Verdict.SEEN.value)
-
 #: How often a stage partition's progress is looked at for a stall (two looks apart).
 STALL_CHECK_S = 10.0
 
@@ -49,15 +46,14 @@ class StageConsumer(PausingConsumer):
         for event in events:
             message = event.message
             tp, offset = message.tp, message.offset
-            if not self.order.started(tp):
-                self.order.start(tp, await self._start_offset(tp))
+            await self._ensure_started(tp)
             verdict = self.order.judge(tp, offset)
             if verdict is Verdict.TAKE:
                 taken.append(event)
             elif verdict is Verdict.SEEN:
-                SEEN.inc()
+                m.SEEN_DROPS.inc()
             else:
-                GAPS.inc()
+                m.GAP_DROPS.inc()
                 rewind.setdefault(tp, (self.order.expected(tp), offset))
         for tp, (expected, got) in rewind.items():
             log.warning(
@@ -85,6 +81,10 @@ class StageConsumer(PausingConsumer):
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         await super().on_partitions_revoked(revoked)  # commits what is done first
         self.order.forget(revoked)
+
+    async def _ensure_started(self, tp: TP) -> None:
+        if not self.order.started(tp):
+            self.order.start(tp, await self._start_offset(tp))
 
     async def _start_offset(self, tp: TP) -> int:
         """The group's committed offset for ``tp``, or the log's start if none (or older)."""
@@ -116,8 +116,7 @@ class StageConsumer(PausingConsumer):
             if state is None or not state.has_valid_position:
                 continue
             tp = TP(part.topic, part.partition)
-            if not self.order.started(tp):
-                self.order.start(tp, await self._start_offset(tp))
+            await self._ensure_started(tp)
             positions[tp] = state.position
         for tp in self.order.stalled(positions):
             expected = self.order.expected(tp)
