@@ -76,6 +76,10 @@ from pipeline.context_policy import load_context_policy
 from pipeline.rules import load_rules
 from schemas.events import Channel, Identifier, RawEvent
 
+#: The broker's JIT and GC cores over which the bench says the tail is partly the broker's
+#: (a warm broker of a few hundred partitions: 0.00-0.02 in session 20's runs).
+JVM_HOUSEKEEPING_WARN_CORES = 0.1
+
 _STAGE = re.compile(r'^omnistitch_stage_messages_total\{stage="(\w+)"\} ([0-9.e+]+)$', re.M)
 _DEAD = re.compile(r"^omnistitch_dead_letters_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 _REBALANCES = re.compile(r"^omnistitch_rebalances_total ([0-9.e+]+)$", re.M)
@@ -153,6 +157,10 @@ class PipelineFigures:
     settings: dict[str, str] = field(default_factory=dict)
     #: Where the machine's CPU went while the latency was measured (None: not measured).
     latency_cpu: CpuShares | None = None
+    #: Partitions the broker hosted (every topic's, the run's own too) when the latency
+    #: was measured: a broker holding thousands spends a core marking its heap now and
+    #: then (docs/performance-history.md, session 20). None: not measured.
+    broker_partitions: int | None = None
 
 
 @dataclass
@@ -251,7 +259,20 @@ class BenchReport:
                 f"{c.busy_pct:.0f}% / {c.steal_pct:.0f}% of {c.cpus} cores",
             ),
             (f"  CPU per event offered ({self._processes})", f"{c.worker_us_per_event:,.0f} µs"),
+            *self._broker_rows(c),
         ]
+
+    def _broker_rows(self, c: CpuShares) -> list[tuple[str, str]]:
+        """The broker's own housekeeping while the load was offered, and what it hosted."""
+        rows = []
+        if c.jvm is not None:
+            kinds = " / ".join(k.upper() for k in c.jvm)
+            rows.append(
+                (f"  broker's {kinds}", f"{' / '.join(f'{v:.2f}' for v in c.jvm.values())} cores")
+            )
+        if (hosted := self.pipeline.broker_partitions) is not None:
+            rows.append(("  partitions on the broker", f"{hosted:,}"))
+        return rows
 
     @property
     def _processes(self) -> str:
@@ -662,6 +683,7 @@ class Latency:
     hops_ms: dict[str, dict[str, float]]  # hop -> p50, p95, p99 (bench_hops.py)
     cpu: CpuShares  # where the machine's CPU went while the events were offered
     warmup_ms: dict[str, float] = field(default_factory=dict)  # p50, p95, p99, delivered_pct
+    broker_partitions: int | None = None  # every topic's, when the load was offered
 
 
 def measure_latency(
@@ -735,6 +757,7 @@ def measure_latency(
     # first second's events otherwise waited up to 580 ms for them, 924 over 100 ms.
     producer = Producer(connector_producer_config(bootstrap))
     producer.list_topics(prefix + RAW_EVENTS, timeout=10)
+    hosted = sum(len(t.partitions) for t in producer.list_topics(timeout=10).topics.values())
     time.sleep(3.0)  # let the reader join its group (and the producer get its id)
     warm = int(rate * warmup_s)
     total = warm + int(rate * seconds)
@@ -777,6 +800,7 @@ def measure_latency(
         hop_delays(sent, requested, forwarded, seen),
         cpu,
         _delivered(cold, warm) if warm else {},
+        hosted,
     )
 
 
@@ -1011,6 +1035,7 @@ def run_pipeline(
             figures.latency_warmup_ms = measured.warmup_ms
             figures.latency_hops_ms = measured.hops_ms
             figures.latency_cpu = measured.cpu
+            figures.broker_partitions = measured.broker_partitions
         return figures
     finally:
         fleet.stop()
@@ -1050,6 +1075,13 @@ def _latency(
         cfg.latency_warmup_s,
     )
     _say(f"latency: while offered, {measured.cpu.summary()}")
+    if measured.cpu.jvm_housekeeping > JVM_HOUSEKEEPING_WARN_CORES:
+        _say(
+            f"latency: the broker's JVM spent {measured.cpu.jvm_housekeeping:.2f} cores "
+            "compiling and collecting: on this machine's cores the tail is partly the "
+            f"broker's (a broker just started compiles for minutes; it hosts "
+            f"{measured.broker_partitions:,} partitions; README, Performance)"
+        )
     return measured
 
 

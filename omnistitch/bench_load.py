@@ -9,7 +9,11 @@ event (in a drain an event costs less: a batch then carries hundreds of records,
 low rate a few, each paying its fixed work).
 
 The broker is found as the process listening on the bootstrap port, when the bootstrap
-host is this machine; a remote broker's share is not known (None).
+host is this machine; a remote broker's share is not known (None). Its JVM's own
+housekeeping is split out, as the cores its JIT compilers and its garbage collector's
+threads used: on two cores a broker just started (compiling its hot paths for minutes) or
+holding many partitions (a large live heap to mark) starves the worker, and the tail
+measured then is partly the broker's (session 20, docs/performance-history.md).
 """
 
 from __future__ import annotations
@@ -20,12 +24,20 @@ import socket
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
 #: ``psutil.cpu_times()`` fields counted as busy (not idle, not waiting on I/O, not
 #: stolen): guest time is already inside user time on Linux.
 _BUSY = ("user", "nice", "system", "irq", "softirq")
+
+#: HotSpot's threads by what they do, by name prefix (Linux shows a thread's first 15
+#: characters): the JIT compilers, and G1's concurrent, refinement and parallel workers.
+JVM_HOUSEKEEPING: dict[str, tuple[str, ...]] = {
+    "jit": ("C1 CompilerThre", "C2 CompilerThre", "Sweeper thread"),
+    "gc": ("G1 ", "GC Thread"),
+}
 
 
 @dataclass
@@ -38,6 +50,9 @@ class CpuShares:
     steal: float  # cores the hypervisor gave to others while this machine wanted them
     processes: dict[str, float | None]  # role -> cores (None: not on this machine)
     worker_us_per_event: float  # the workers' CPU per event offered
+    #: Cores the JVM role's (the broker's) JIT compilers and garbage collector used, by
+    #: ``JVM_HOUSEKEEPING`` kind; None where its threads could not be seen.
+    jvm: dict[str, float] | None = None
 
     @property
     def busy_pct(self) -> float:
@@ -52,12 +67,23 @@ class CpuShares:
         return {r: "n/a" if c is None else f"{c:.2f}" for r, c in self.processes.items()}
 
     def summary(self) -> str:
-        """``worker 0.81, broker 0.62, bench 0.22 of 2 cores; machine 88% busy, 1% stolen``"""
+        """``worker 0.81, broker 0.62, bench 0.22 of 2 cores; machine 88% busy, 1% stolen``,
+        and the broker's JIT and GC cores when seen (``; broker's JIT 0.30, GC 0.02``)."""
         roles = ", ".join(f"{role} {cores}" for role, cores in self.cores().items())
-        return (
+        text = (
             f"{roles} of {self.cpus} cores; machine {self.busy_pct:.0f}% busy, "
             f"{self.steal_pct:.0f}% stolen"
         )
+        if self.jvm is not None:
+            text += "; broker's " + ", ".join(
+                f"{kind.upper()} {cores:.2f}" for kind, cores in self.jvm.items()
+            )
+        return text
+
+    @property
+    def jvm_housekeeping(self) -> float:
+        """Cores the broker's JVM spent compiling and collecting (0 when not seen)."""
+        return sum((self.jvm or {}).values())
 
 
 def _machine() -> tuple[float, float]:
@@ -77,20 +103,64 @@ def process_cpu_s(pids: Iterable[int]) -> float:
     return total
 
 
+def jvm_threads_cpu_s(pids: Iterable[int]) -> dict[tuple[str, int], float] | None:
+    """CPU seconds of each JIT compiler and garbage collector thread of the JVMs ``pids``,
+    keyed by (``JVM_HOUSEKEEPING`` kind, thread id); None where thread names cannot be
+    read (not Linux, not permitted). A process gone counts nothing."""
+    seen: dict[tuple[str, int], float] = {}
+    for pid in pids:
+        try:
+            threads = psutil.Process(pid).threads()
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.AccessDenied:
+            return None
+        for thread in threads:
+            try:
+                name = Path(f"/proc/{pid}/task/{thread.id}/comm").read_text()
+            except FileNotFoundError:  # ended meanwhile
+                continue
+            except OSError:
+                return None
+            for kind, prefixes in JVM_HOUSEKEEPING.items():
+                if name.startswith(prefixes):
+                    seen[kind, thread.id] = thread.user_time + thread.system_time
+    return seen
+
+
+def jvm_cores(
+    before: dict[tuple[str, int], float] | None,
+    after: dict[tuple[str, int], float] | None,
+    seconds: float,
+) -> dict[str, float] | None:
+    """Cores per kind between two readings: a thread started meanwhile counts all its time,
+    one ended meanwhile (the JIT's threads come and go) only what the first reading saw."""
+    if before is None or after is None:
+        return None
+    cores = dict.fromkeys(JVM_HOUSEKEEPING, 0.0)
+    for key, cpu_s in after.items():
+        cores[key[0]] += (cpu_s - before.get(key, 0.0)) / seconds
+    return cores
+
+
 class CpuProbe:
     """CPU of named groups of processes and of the machine, between :meth:`start` and
-    :meth:`stop`. A role with no pids (a remote broker) is reported as None."""
+    :meth:`stop`. A role with no pids (a remote broker) is reported as None; the ``jvm``
+    role's JIT and GC threads are reported apart too (:attr:`CpuShares.jvm`)."""
 
-    def __init__(self, roles: Mapping[str, list[int]]) -> None:
+    def __init__(self, roles: Mapping[str, list[int]], jvm: str = "broker") -> None:
         self.roles = dict(roles)
+        self._jvm_pids = self.roles.get(jvm, [])
         self._t0 = 0.0
         self._machine0 = (0.0, 0.0)
         self._procs0: dict[str, float] = {}
+        self._jvm0: dict[tuple[str, int], float] | None = None
 
     def start(self) -> None:
         self._t0 = time.monotonic()
         self._machine0 = _machine()
         self._procs0 = {role: process_cpu_s(pids) for role, pids in self.roles.items()}
+        self._jvm0 = jvm_threads_cpu_s(self._jvm_pids) if self._jvm_pids else None
 
     def stop(self, events: int, worker_role: str = "worker") -> CpuShares:
         seconds = time.monotonic() - self._t0
@@ -100,6 +170,7 @@ class CpuProbe:
             for role, pids in self.roles.items()
         }
         worker = cores.get(worker_role) or 0.0
+        jvm = jvm_threads_cpu_s(self._jvm_pids) if self._jvm_pids else None
         return CpuShares(
             seconds=seconds,
             cpus=psutil.cpu_count() or 1,
@@ -107,6 +178,7 @@ class CpuProbe:
             steal=(steal - self._machine0[1]) / seconds,
             processes=cores,
             worker_us_per_event=worker * seconds / max(events, 1) * 1e6,
+            jvm=jvm_cores(self._jvm0, jvm, seconds),
         )
 
 

@@ -97,6 +97,14 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert worker + broker + bench <= c.machine_busy * 1.05 + 0.05  # each is part of it
     assert 0 < c.machine_busy <= c.cpus
     assert c.worker_us_per_event == pytest.approx(worker * c.seconds / 400 * 1e6)
+    # The broker's JVM seen by its threads: its JIT and GC a part of its own share, and
+    # what it hosted counted (the run's own topics at least: raw events and the app's).
+    assert c.jvm is not None
+    assert set(c.jvm) == {"jit", "gc"}
+    assert all(cores >= 0 for cores in c.jvm.values())
+    assert c.jvm_housekeeping <= broker * 1.05 + 0.02
+    assert p.broker_partitions is not None
+    assert p.broker_partitions >= 8
     assert 0 < report.ratios["pipeline_vs_passthrough"] < 10
     d = report.domain
     assert d is not None
@@ -160,6 +168,8 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert "warm-up p50 / p95 / p99, first 2s" in table
     assert "CPU while offered: worker / broker / bench" in table
     assert "CPU per event offered (worker)" in table
+    assert "broker's JIT / GC" in table
+    assert "partitions on the broker" in table
     assert "RocksDB per million customers" in table
     assert "omnistitch, 2 workers, sustained" in table
     assert "scaling (2 workers / 1)" in table
@@ -171,6 +181,8 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert data["domain"]["events_per_s"] > 0
     assert data["pipeline"]["rocksdb_mb_per_million_customers"] > 0
     assert data["pipeline"]["latency_cpu"]["processes"]["worker"] > 0
+    assert set(data["pipeline"]["latency_cpu"]["jvm"]) == {"jit", "gc"}
+    assert data["pipeline"]["broker_partitions"] >= 8
     assert (
         data["pipeline"]["latency_warmup_ms"]["p99"] >= data["pipeline"]["latency_warmup_ms"]["p50"]
     )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
 
-from omnistitch.bench_load import CpuProbe, broker_pids, this_process
+from omnistitch.bench_load import CpuProbe, broker_pids, jvm_cores, this_process
 
 
 def _spin(seconds: float) -> None:
@@ -59,3 +60,61 @@ def test_the_broker_is_whoever_listens_on_a_local_bootstrap_port() -> None:
         assert broker_pids(f"kafka-0.example.com:{port}") == []
         assert broker_pids(f"10.1.2.3:{port}") == []
     assert broker_pids("127.0.0.1:notaport") == []
+
+
+_NAMED_THREADS = """
+import ctypes, threading, time
+libc = ctypes.CDLL(None)
+def named(name, spin):
+    libc.prctl(15, name.encode())  # PR_SET_NAME: this thread's name, as HotSpot sets its own
+    end = time.time() + 30
+    while time.time() < end:
+        if not spin:
+            time.sleep(0.05)
+for name, spin in (("C2 CompilerThread0", True), ("G1 Conc#0", False)):
+    threading.Thread(target=named, args=(name, spin), daemon=True).start()
+print("ready", flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_jvms_compiler_and_collector_threads_are_told_apart_by_name() -> None:
+    """A stand-in JVM: a thread named as HotSpot names its C2 compiler spins, one named as
+    G1's concurrent marker sleeps; the probe gives the compiler about a core, the collector
+    about none, and both are inside the process's own share."""
+    if not os.path.isdir("/proc/self/task"):
+        pytest.fail("the bench reads thread names from /proc (Linux)")
+    with subprocess.Popen(
+        [sys.executable, "-c", _NAMED_THREADS], stdout=subprocess.PIPE, text=True
+    ) as jvm:
+        assert jvm.stdout is not None
+        assert jvm.stdout.readline().strip() == "ready"
+        probe = CpuProbe({"worker": this_process(), "broker": [jvm.pid]})
+        probe.start()
+        time.sleep(0.5)
+        shares = probe.stop(events=100)
+        jvm.kill()
+    assert shares.jvm is not None
+    assert 0.5 < shares.jvm["jit"] <= 1.05
+    assert shares.jvm["gc"] < 0.1
+    broker = shares.processes["broker"]
+    assert broker is not None
+    assert broker >= shares.jvm["jit"] * 0.95
+    assert shares.jvm_housekeeping == pytest.approx(shares.jvm["jit"] + shares.jvm["gc"])
+    assert "broker's JIT" in shares.summary()
+
+
+def test_jvm_threads_started_or_ended_meanwhile_count_only_their_time_seen() -> None:
+    before = {("jit", 1): 5.0, ("jit", 2): 1.0, ("gc", 3): 2.0}
+    after = {("jit", 1): 5.5, ("gc", 3): 2.25, ("gc", 4): 0.25}  # 2 ended, 4 started
+    assert jvm_cores(before, after, seconds=0.5) == {"jit": 1.0, "gc": 1.0}
+    assert jvm_cores(None, after, seconds=0.5) is None  # names not readable: unknown
+
+
+def test_no_local_broker_means_no_jvm_figures() -> None:
+    probe = CpuProbe({"worker": this_process(), "broker": []})
+    probe.start()
+    shares = probe.stop(events=1)
+    assert shares.jvm is None
+    assert shares.jvm_housekeeping == 0.0
+    assert "JIT" not in shares.summary()
