@@ -1075,14 +1075,22 @@ def _latency(
         cfg.latency_warmup_s,
     )
     _say(f"latency: while offered, {measured.cpu.summary()}")
-    if measured.cpu.jvm_housekeeping > JVM_HOUSEKEEPING_WARN_CORES:
-        _say(
-            f"latency: the broker's JVM spent {measured.cpu.jvm_housekeeping:.2f} cores "
-            "compiling and collecting: on this machine's cores the tail is partly the "
-            f"broker's (a broker just started compiles for minutes; it hosts "
-            f"{measured.broker_partitions:,} partitions; README, Performance)"
-        )
+    if (note := broker_note(measured.cpu, measured.broker_partitions)) is not None:
+        _say(f"latency: {note}")
     return measured
+
+
+def broker_note(cpu: CpuShares, partitions: int | None) -> str | None:
+    """What to say when the broker's JVM took more than ``JVM_HOUSEKEEPING_WARN_CORES``
+    compiling and collecting while the load was offered (None: it did not)."""
+    if cpu.jvm_housekeeping <= JVM_HOUSEKEEPING_WARN_CORES:
+        return None
+    hosted = "an unknown number of" if partitions is None else f"{partitions:,}"
+    return (
+        f"the broker's JVM spent {cpu.jvm_housekeeping:.2f} cores compiling and collecting: "
+        "on this machine's cores the tail is partly the broker's (a broker just started "
+        f"compiles for minutes; it hosts {hosted} partitions; README, Performance)"
+    )
 
 
 def run_bench(cfg: BenchConfig) -> BenchReport:

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from omnistitch.bench_load import CpuProbe, broker_pids, jvm_cores, this_process
+from omnistitch.bench import broker_note
+from omnistitch.bench_load import CpuProbe, CpuShares, broker_pids, jvm_cores, this_process
 
 
 def _spin(seconds: float) -> None:
@@ -118,3 +119,27 @@ def test_no_local_broker_means_no_jvm_figures() -> None:
     assert shares.jvm is None
     assert shares.jvm_housekeeping == 0.0
     assert "JIT" not in shares.summary()
+
+
+def _shares(jvm: dict[str, float] | None) -> CpuShares:
+    return CpuShares(
+        seconds=20.0,
+        cpus=2,
+        machine_busy=1.5,
+        steal=0.0,
+        processes={"worker": 0.9, "broker": 0.6, "bench": 0.2},
+        worker_us_per_event=450.0,
+        jvm=jvm,
+    )
+
+
+def test_the_bench_says_so_only_when_the_brokers_jvm_took_a_tenth_of_a_core() -> None:
+    assert broker_note(_shares({"jit": 0.05, "gc": 0.05}), 195) is None  # 0.10: not over
+    assert broker_note(_shares(None), 195) is None  # not seen: nothing to say
+    note = broker_note(_shares({"jit": 0.30, "gc": 0.02}), 12_804)
+    assert note is not None
+    assert "0.32 cores compiling and collecting" in note
+    assert "hosts 12,804 partitions" in note
+    unknown = broker_note(_shares({"jit": 0.0, "gc": 0.5}), None)
+    assert unknown is not None
+    assert "an unknown number of partitions" in unknown
