@@ -86,8 +86,8 @@ def unique_prefix() -> Iterator[str]:
     On a kept broker (``OMNISTITCH_KEEP_BROKER=1``) the test's topics (``<prefix>*`` and
     its apps' ``<prefix without the dot>-app-*``) are deleted after it. Left there, they
     piled up on one developer's broker to 12,804 partitions and 460 MB of live heap, whose
-    G1 marking then took a core for ~0.6 s every few seconds, and every latency measured
-    on that broker with it (docs/performance-history.md, session 20)."""
+    G1 marking then took most of a core for ~0.6 s, twice in a 20 s window, and every
+    latency measured on that broker with it (docs/performance-history.md, session 20)."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
     yield prefix
     if KEPT_BROKER:
@@ -103,8 +103,8 @@ def _delete_topics(bootstrap: str, stem: str, timeout_s: float = 30.0) -> None:
         if names:
             for future in admin.delete_topics(names, operation_timeout=timeout_s).values():
                 future.result(timeout=timeout_s)
-    except KafkaException as exc:
-        warnings.warn(f"topics {stem}* left on the kept broker: {exc}", stacklevel=1)
+    except (KafkaException, TimeoutError) as exc:
+        warnings.warn(f"topics {stem}* left on the kept broker: {exc!r}", stacklevel=1)
 
 
 def _wait_for_group_coordinator(bootstrap: str, within_s: float = 90.0) -> None:
