@@ -11,13 +11,13 @@ import socket
 import subprocess
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
+
+from omnistitch.bench import remove_scratch
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHER = REPO / "deploy" / "local" / "kafka.sh"
@@ -90,21 +90,8 @@ def unique_prefix() -> Iterator[str]:
     latency measured on that broker with it (docs/performance-history.md, session 20)."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
     yield prefix
-    if KEPT_BROKER:
-        _delete_topics(KEPT_BROKER[0], prefix.rstrip("."))
-
-
-def _delete_topics(bootstrap: str, stem: str, timeout_s: float = 30.0) -> None:
-    """Delete every topic whose name starts with ``stem``; a failure is warned about, not
-    raised: the test itself is done, and its result stands."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    try:
-        names = [t for t in admin.list_topics(timeout=timeout_s).topics if t.startswith(stem)]
-        if names:
-            for future in admin.delete_topics(names, operation_timeout=timeout_s).values():
-                future.result(timeout=timeout_s)
-    except (KafkaException, TimeoutError) as exc:
-        warnings.warn(f"topics {stem}* left on the kept broker: {exc!r}", stacklevel=1)
+    if KEPT_BROKER:  # the bench's own cleanup: same names; a failure is said, not raised
+        remove_scratch(KEPT_BROKER[0], prefix)
 
 
 def _wait_for_group_coordinator(bootstrap: str, within_s: float = 90.0) -> None:
