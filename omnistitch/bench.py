@@ -27,6 +27,12 @@ and app id, so with a fresh consumer group and empty state:
    ``OMNISTITCH_STANDBY_REPLICAS=1`` each worker also keeps standby copies of the other's
    tables, so N workers' RocksDB holds the state more than once and costs replay CPU: that
    is what a deployment of N workers pays too.
+   Each drain's CPU is sampled (``omnistitch/bench_load.py``): the workers', each
+   worker's, the broker's, the bench's and the machine's. The issue's floor (1.6x) holds
+   "where the broker leaves CPU for it", so the room the one-worker drain left
+   (``machine_room``: the cores over the cores busy) is reported too, and
+   :func:`scaling_note` says which it was when the ratio falls short: no room, or the
+   workers' own costs.
 6. growth (``growth``: customer counts): one worker drains ``events_per_customer`` events
    per customer for each size, to show how throughput, memory, RocksDB per customer and
    recovery time change as the population grows. No latency phase: those runs stay short.
@@ -60,7 +66,14 @@ from confluent_kafka.admin import AdminClient
 from connectors.publisher import producer_config as connector_producer_config
 from omnistitch.bench_domain import DomainFigures, run_domain
 from omnistitch.bench_hops import first_stamps, hop_delays, percentiles
-from omnistitch.bench_load import CpuProbe, CpuShares, broker_pids, process_cpu_s, this_process
+from omnistitch.bench_load import (
+    CpuProbe,
+    CpuShares,
+    broker_pids,
+    machine_room,
+    process_cpu_s,
+    this_process,
+)
 from omnistitch.cli import KAFKA_LAUNCHER
 from omnistitch.journeys import MIN_CUSTOMERS, Dataset, generate
 from omnistitch.kafka_client import client_config
@@ -79,6 +92,9 @@ from schemas.events import Channel, Identifier, RawEvent
 #: The broker's JIT and GC cores over which the bench says the tail is partly the broker's
 #: (a warm broker of a few hundred partitions: 0.00-0.02 in session 20's runs).
 JVM_HOUSEKEEPING_WARN_CORES = 0.1
+#: Issue 7's scaling floor: two workers reach this many times one worker's rate, "where
+#: the broker leaves CPU for it" (the bench says when the machine did not).
+SCALING_FLOOR = 1.6
 
 _STAGE = re.compile(r'^omnistitch_stage_messages_total\{stage="(\w+)"\} ([0-9.e+]+)$', re.M)
 _DEAD = re.compile(r"^omnistitch_dead_letters_total\{[^}]*\} ([0-9.e+]+)$", re.M)
@@ -157,6 +173,12 @@ class PipelineFigures:
     settings: dict[str, str] = field(default_factory=dict)
     #: Where the machine's CPU went while the latency was measured (None: not measured).
     latency_cpu: CpuShares | None = None
+    #: Where it went during the drain, from the preload's start until the context stage
+    #: had every event: how much room the machine left for more workers (``machine_room``).
+    drain_cpu: CpuShares | None = None
+    #: Each worker's cores over the same window (its ingest process's too): with several,
+    #: whether one of them was the bound (a full core) while the other had work to spare.
+    worker_cores: list[float] = field(default_factory=list)
     #: Partitions the broker hosted (every topic's, the run's own too) when the latency
     #: was measured: a broker holding thousands spends a core marking its heap now and
     #: then (docs/performance-history.md, session 20). None: not measured.
@@ -198,6 +220,7 @@ class BenchReport:
             (f"CPU per event ({self._processes})", f"{p.cpu_us_per_event:,.0f} µs"),
             ("  of which garbage collection", f"{p.gc_us_per_event:,.0f} µs"),
             ("CPU per event (passthrough)", f"{self.python_passthrough_cpu_us:,.0f} µs"),
+            *self._drain_rows(p, "draining"),
             ("peak RSS (worker)", f"{p.peak_rss_mb:,.0f} MB"),
             *(
                 [("peak RSS (ingest process)", f"{p.ingest_peak_rss_mb:,.0f} MB")]
@@ -234,6 +257,7 @@ class BenchReport:
                 (f"omnistitch, {s.workers} workers, sustained", _fmt(s.events_per_s, "ev/s")),
                 *[(f"  stage {k}", _fmt(v, "ev/s")) for k, v in s.stage_events_per_s.items()],
                 (f"scaling ({s.workers} workers / 1)", f"{self.ratios['scaling']:.2f}x"),
+                *self._drain_rows(s, f"{s.workers} workers drain"),
                 (f"CPU per event ({s.workers} workers, summed)", f"{s.cpu_us_per_event:,.0f} µs"),
                 (f"peak RSS (largest of {s.workers})", f"{s.peak_rss_mb:,.0f} MB"),
                 (f"RocksDB on disk ({s.workers} workers)", f"{s.rocksdb_mb:,.1f} MB"),
@@ -251,16 +275,24 @@ class BenchReport:
         """Where the CPU went while latency was measured: was the load below saturation?"""
         if (c := self.pipeline.latency_cpu) is None:
             return []
-        cores = c.cores()
         return [
-            (f"CPU while offered: {' / '.join(cores)}", f"{' / '.join(cores.values())} cores"),
-            (
-                "  machine busy / stolen",
-                f"{c.busy_pct:.0f}% / {c.steal_pct:.0f}% of {c.cpus} cores",
-            ),
+            *_shares_rows("offered", c),
             (f"  CPU per event offered ({self._processes})", f"{c.worker_us_per_event:,.0f} µs"),
             *self._broker_rows(c),
         ]
+
+    @staticmethod
+    def _drain_rows(p: PipelineFigures, while_: str) -> list[tuple[str, str]]:
+        """Where the CPU went during a drain, and the room it left for more workers."""
+        if (c := p.drain_cpu) is None:
+            return []
+        room = f"{machine_room(c):.2f}x the rate"
+        rows = _shares_rows(while_, c)
+        if len(p.worker_cores) > 1:
+            rows.append(
+                ("  each worker", " / ".join(f"{w:.2f}" for w in p.worker_cores) + " cores")
+            )
+        return [*rows, ("  room on the machine, same CPU per event", room)]
 
     def _broker_rows(self, c: CpuShares) -> list[tuple[str, str]]:
         """The broker's own housekeeping while the load was offered, and what it hosted."""
@@ -285,6 +317,14 @@ class BenchReport:
             ("domain code in-process, no Kafka (ceiling)", _fmt(d.events_per_s, "ev/s")),
             *[(f"  {stage}", f"{us:,.1f} µs/event") for stage, us in d.us_per_event.items()],
         ]
+
+
+def _shares_rows(while_: str, c: CpuShares) -> list[tuple[str, str]]:
+    cores = c.cores()
+    return [
+        (f"CPU while {while_}: {' / '.join(cores)}", f"{' / '.join(cores.values())} cores"),
+        ("  machine busy / stolen", f"{c.busy_pct:.0f}% / {c.steal_pct:.0f}% of {c.cpus} cores"),
+    ]
 
 
 def growth_table(rows: Sequence[PipelineFigures]) -> str:
@@ -945,7 +985,13 @@ def run_pipeline(
         _wait("every worker ready", fleet.settled, cfg.timeout_s, fleet.workers)
         # The clock starts before the first record is written: the workers consume while
         # the preload runs (it is much faster than they are).
+        probe = CpuProbe(
+            {"worker": fleet.pids(), "broker": broker_pids(cfg.bootstrap), "bench": this_process()}
+        )
+        each = CpuProbe({str(i): [p.pid for p in w.procs] for i, w in enumerate(fleet.workers)})
         t0, cpu0, before = time.monotonic(), fleet.cpu_s(), fleet.stages()
+        probe.start()
+        each.start()
         spy = _profile(fleet.workers[0], profile) if profile is not None else None
         _say(f"preloading {len(records):,} events into {prefix}{RAW_EVENTS}")
         preload(cfg.bootstrap, prefix + RAW_EVENTS, records)
@@ -955,6 +1001,8 @@ def run_pipeline(
         last_report = t0
 
         moved: list[float] = []  # the stages' counts at the last look: progress, or not
+        #: The CPU up to the last time the drain looked done: the machine's, each worker's.
+        shares: list[CpuShares] = []
 
         def drained() -> bool:
             nonlocal last_report
@@ -975,6 +1023,7 @@ def run_pipeline(
             # The context stage sees each event once plus merge traffic: done once it idles.
             ctx = stages.get("context", 0)
             if "identity" in done_at and ctx >= expect["identity"]:
+                shares[:] = [probe.stop(n), each.stop(n)]  # before the second confirming it
                 time.sleep(1.0)
                 if fleet.stages().get("context", 0) == ctx:
                     done_at["context"] = now
@@ -1018,8 +1067,11 @@ def run_pipeline(
                 after.get("context_cache_misses", 0) - before.get("context_cache_misses", 0)
             ),
             settings=settings,
+            drain_cpu=shares[0],
+            worker_cores=[c or 0.0 for c in shares[1].processes.values()],
         )
         _say(f"drained: {figures.events_per_s:,.0f} ev/s with {workers} worker(s)")
+        _say(f"drained: meanwhile {shares[0].summary()}")
         if recovery:
             fleet.stop()
             _say("recovery: wiping local state, restarting, timing until ready")
@@ -1078,6 +1130,32 @@ def _latency(
     if (note := broker_note(measured.cpu, measured.broker_partitions)) is not None:
         _say(f"latency: {note}")
     return measured
+
+
+def scaling_note(one: PipelineFigures, scaled: PipelineFigures) -> str | None:
+    """Why ``scaled`` (N workers) fell short of the scaling floor over ``one`` (a worker):
+    the machine had no room while one worker drained, or it had and the workers' own
+    costs did. None: they reached it, or the drains' CPU was not seen."""
+    ratio = scaled.events_per_s / one.events_per_s
+    if ratio >= SCALING_FLOOR or (c := one.drain_cpu) is None:
+        return None
+    room = machine_room(c)
+    said = f"{ratio:.2f}x, under the floor's {SCALING_FLOOR}x"
+    if room < SCALING_FLOOR:
+        return (
+            f"{said}: while one worker drained the machine was {c.busy_pct:.0f}% busy "
+            f"({c.summary()}), so at the same CPU per event its {c.cpus} cores carry at most "
+            f"{room:.2f}x one worker's rate: the floor's condition, CPU the broker leaves "
+            "for a second worker, does not hold here"
+        )
+    each = " and ".join(f"{w:.2f}" for w in scaled.worker_cores) or "n/a"
+    return (
+        f"{said}, with room on the machine ({room:.2f}x one worker's rate at its CPU per "
+        f"event; {c.busy_pct:.0f}% busy while it drained): the workers' own costs bound "
+        f"it. CPU per event {one.cpu_us_per_event:,.0f} µs with one worker, "
+        f"{scaled.cpu_us_per_event:,.0f} µs summed over {scaled.workers}; the {scaled.workers} "
+        f"workers used {each} cores (README, Performance)"
+    )
 
 
 def broker_note(cpu: CpuShares, partitions: int | None) -> str | None:
@@ -1187,6 +1265,10 @@ def _run_bench(
             latency=False,
         )
         ratios["scaling"] = scaled.events_per_s / figures.events_per_s
+        if figures.drain_cpu is not None:
+            ratios["machine_room"] = machine_room(figures.drain_cpu)
+        if (note := scaling_note(figures, scaled)) is not None:
+            _say(f"scaling: {note}")
     growth = []
     for i, customers in enumerate(cfg.growth, 1):
         events = customers * cfg.events_per_customer

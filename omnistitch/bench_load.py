@@ -1,4 +1,4 @@
-"""Where the machine's CPU went while the bench measured latency.
+"""Where the machine's CPU went while the bench measured latency, and while it drained.
 
 The latency floor is set "at a fixed offered load below saturation", and on a machine of
 two cores the worker, the broker and the bench share them: a p99 read alone cannot say
@@ -14,6 +14,11 @@ housekeeping is split out, as the cores its JIT compilers and its garbage collec
 threads used: on two cores a broker just started (compiling its hot paths for minutes) or
 holding many partitions (a large live heap to mark) starves the worker, and the tail
 measured then is partly the broker's (session 20, docs/performance-history.md).
+
+Each drain is sampled the same way, for the scaling floor: two workers can reach 1.6x one
+worker's rate only "where the broker leaves CPU for it". :func:`machine_room` says how
+much the machine left: how many times the rate drained its cores could carry if every
+process kept its CPU per event.
 """
 
 from __future__ import annotations
@@ -84,6 +89,15 @@ class CpuShares:
     def jvm_housekeeping(self) -> float:
         """Cores the broker's JVM spent compiling and collecting (0 when not seen)."""
         return sum((self.jvm or {}).values())
+
+
+def machine_room(cpu: CpuShares) -> float:
+    """How many times the rate measured the machine could carry if every process on it (the
+    workers, the broker, the bench, anything else) kept its CPU per event: the cores it had
+    (those the hypervisor stole excepted) over the cores busy. 1.25 means a second worker
+    could add at most a quarter of the first one's rate, and less where it costs more per
+    event (standby replicas replay the other's changelogs)."""
+    return (cpu.cpus - cpu.steal) / max(cpu.machine_busy, 1e-9)
 
 
 def _machine() -> tuple[float, float]:

@@ -128,6 +128,29 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert not s.latency_hops_ms
     assert report.ratios["scaling"] == pytest.approx(s.events_per_s / p.events_per_s)
     assert 0 < report.ratios["scaling"] < 10
+    # Each drain's CPU is sampled too, for the room the machine left for a second worker:
+    # the workers (two processes in the scaled drain), the broker and the bench.
+    for drain in (p, s):
+        dc = drain.drain_cpu
+        assert dc is not None
+        assert abs(dc.seconds - drain.seconds) < 0.5  # the window the rate was taken over
+        cores = [dc.processes[r] for r in ("worker", "broker", "bench")]
+        assert all(c is not None and 0 < c <= dc.cpus for c in cores)
+        assert sum(c or 0 for c in cores) <= dc.machine_busy * 1.05 + 0.05
+        assert 0 < dc.machine_busy <= dc.cpus
+        # The workers' CPU over the events drained (all of them, both workers' in the
+        # scaled drain).
+        assert dc.worker_us_per_event == pytest.approx(
+            (dc.processes["worker"] or 0) * dc.seconds / drain.events * 1e6
+        )
+        # Each worker's share, over the same window: together, the workers' role.
+        assert len(drain.worker_cores) == drain.workers
+        assert all(w > 0 for w in drain.worker_cores)
+        assert sum(drain.worker_cores) == pytest.approx(dc.processes["worker"], rel=0.1, abs=0.05)
+    assert p.drain_cpu is not None
+    assert report.ratios["machine_room"] == pytest.approx(
+        (p.drain_cpu.cpus - p.drain_cpu.steal) / p.drain_cpu.machine_busy
+    )
 
     # Growth: one 1-worker drain per size, 2 events per customer, no latency phase.
     assert [(g.customers, g.events, g.workers) for g in report.growth] == [
@@ -173,6 +196,10 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert "RocksDB per million customers" in table
     assert "omnistitch, 2 workers, sustained" in table
     assert "scaling (2 workers / 1)" in table
+    assert "CPU while draining: worker / broker / bench" in table
+    assert "CPU while 2 workers drain: worker / broker / bench" in table
+    assert "room on the machine, same CPU per event" in table
+    assert "  each worker" in table
     assert "MB/M cust." in table
     assert "domain code in-process, no Kafka (ceiling)" in table
     assert "omnistitch / domain ceiling" in table
@@ -188,6 +215,8 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     )
     assert data["scaled"]["workers"] == 2
     assert data["ratios"]["scaling"] > 0
+    assert data["ratios"]["machine_room"] > 0
+    assert data["scaled"]["drain_cpu"]["processes"]["worker"] > 0
     assert [g["customers"] for g in data["growth"]] == [200, 400]
     assert {"events_per_s", "cpu_us_per_event", "peak_rss_mb", "rocksdb_mb"} <= set(
         data["growth"][0]

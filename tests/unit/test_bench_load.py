@@ -10,8 +10,15 @@ import time
 
 import pytest
 
-from omnistitch.bench import broker_note
-from omnistitch.bench_load import CpuProbe, CpuShares, broker_pids, jvm_cores, this_process
+from omnistitch.bench import PipelineFigures, broker_note, scaling_note
+from omnistitch.bench_load import (
+    CpuProbe,
+    CpuShares,
+    broker_pids,
+    jvm_cores,
+    machine_room,
+    this_process,
+)
 
 
 def _spin(seconds: float) -> None:
@@ -121,12 +128,14 @@ def test_no_local_broker_means_no_jvm_figures() -> None:
     assert "JIT" not in shares.summary()
 
 
-def _shares(jvm: dict[str, float] | None) -> CpuShares:
+def _shares(
+    jvm: dict[str, float] | None = None, busy: float = 1.5, steal: float = 0.0
+) -> CpuShares:
     return CpuShares(
         seconds=20.0,
         cpus=2,
-        machine_busy=1.5,
-        steal=0.0,
+        machine_busy=busy,
+        steal=steal,
         processes={"worker": 0.9, "broker": 0.6, "bench": 0.2},
         worker_us_per_event=450.0,
         jvm=jvm,
@@ -143,3 +152,51 @@ def test_the_bench_says_so_only_when_the_brokers_jvm_took_a_tenth_of_a_core() ->
     unknown = broker_note(_shares({"jit": 0.0, "gc": 0.5}), None)
     assert unknown is not None
     assert "an unknown number of partitions" in unknown
+
+
+def test_the_machines_room_is_its_cores_not_stolen_over_those_busy() -> None:
+    assert machine_room(_shares(busy=1.6)) == pytest.approx(1.25)
+    assert machine_room(_shares(busy=0.5)) == pytest.approx(4.0)
+    # Cores the hypervisor gave to others were not the machine's to use.
+    assert machine_room(_shares(busy=1.0, steal=0.4)) == pytest.approx(1.6)
+    assert machine_room(_shares(busy=0.0)) > 1e6  # an idle machine: room without bound
+
+
+def _drain(workers: int, rate: float, cpu_us: float, busy: float = 1.5) -> PipelineFigures:
+    return PipelineFigures(
+        events=50_000,
+        customers=10_000,
+        workers=workers,
+        seconds=50_000 / rate,
+        events_per_s=rate,
+        stage_events_per_s={},
+        cpu_us_per_event=cpu_us,
+        gc_us_per_event=2.0,
+        peak_rss_mb=250.0,
+        rocksdb_mb=12.0,
+        rocksdb_mb_per_million_customers=1_200.0,
+        drain_cpu=_shares(busy=busy),
+        worker_cores=[0.99, 0.44] if workers == 2 else [0.88],
+    )
+
+
+def test_the_bench_says_why_two_workers_fell_short_of_the_scaling_floor() -> None:
+    # Reached: nothing to explain.
+    assert scaling_note(_drain(1, 5_000, 150), _drain(2, 8_500, 170)) is None
+    # No room: the machine was busy while one worker drained.
+    busy = scaling_note(_drain(1, 5_000, 150, busy=1.6), _drain(2, 3_650, 270))
+    assert busy is not None
+    assert busy.startswith("0.73x, under the floor's 1.6x: while one worker drained")
+    assert "80% busy (worker 0.90, broker 0.60, bench 0.20 of 2 cores" in busy
+    assert "carry at most 1.25x one worker's rate" in busy
+    assert "does not hold here" in busy
+    # Room: the workers' own costs are named, with what each worker used.
+    own = scaling_note(_drain(1, 5_900, 150, busy=1.15), _drain(2, 5_400, 267))
+    assert own is not None
+    assert own.startswith("0.92x, under the floor's 1.6x, with room on the machine (1.74x")
+    assert "CPU per event 150 µs with one worker, 267 µs summed over 2" in own
+    assert "the 2 workers used 0.99 and 0.44 cores" in own
+    # A drain whose CPU was not seen says nothing it cannot show.
+    unseen = _drain(1, 5_000, 150)
+    unseen.drain_cpu = None
+    assert scaling_note(unseen, _drain(2, 3_000, 270)) is None
