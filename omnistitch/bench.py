@@ -1143,8 +1143,8 @@ def scaling_note(one: PipelineFigures, scaled: PipelineFigures) -> str | None:
     said = f"{ratio:.2f}x, under the floor's {SCALING_FLOOR}x"
     if room < SCALING_FLOOR:
         return (
-            f"{said}: while one worker drained the machine was {c.busy_pct:.0f}% busy "
-            f"({c.summary()}), so at the same CPU per event its {c.cpus} cores carry at most "
+            f"{said}: while one worker drained ({c.summary()}), "
+            f"at the same CPU per event the machine's {c.cpus} cores carry at most "
             f"{room:.2f}x one worker's rate: the floor's condition, CPU the broker leaves "
             "for a second worker, does not hold here"
         )

@@ -187,8 +187,8 @@ def test_the_bench_says_why_two_workers_fell_short_of_the_scaling_floor() -> Non
     busy = scaling_note(_drain(1, 5_000, 150, busy=1.6), _drain(2, 3_650, 270))
     assert busy is not None
     assert busy.startswith("0.73x, under the floor's 1.6x: while one worker drained")
-    assert "80% busy (worker 0.90, broker 0.60, bench 0.20 of 2 cores" in busy
-    assert "carry at most 1.25x one worker's rate" in busy
+    assert "drained (worker 0.90, broker 0.60, bench 0.20 of 2 cores; machine 80% busy" in busy
+    assert "the machine's 2 cores carry at most 1.25x one worker's rate" in busy
     assert "does not hold here" in busy
     # Room: the workers' own costs are named, with what each worker used.
     own = scaling_note(_drain(1, 5_900, 150, busy=1.15), _drain(2, 5_400, 267))
