@@ -32,7 +32,9 @@ and app id, so with a fresh consumer group and empty state:
    "where the broker leaves CPU for it", so the room the one-worker drain left
    (``machine_room``: the cores over the cores busy) is reported too, and
    :func:`scaling_note` says which it was when the ratio falls short: no room, or the
-   workers' own costs.
+   workers' own costs. The same N workers drain the records once more keeping no standby
+   replicas (``NO_STANDBYS``), so that the replay's cost and the identity stage's bound
+   are told apart in the same run.
 6. growth (``growth``: customer counts): one worker drains ``events_per_customer`` events
    per customer for each size, to show how throughput, memory, RocksDB per customer and
    recovery time change as the population grows. No latency phase: those runs stay short.
@@ -105,6 +107,9 @@ _MISSES = re.compile(r"^omnistitch_context_cache_misses_total ([0-9.e+]+)$", re.
 #: The count-only bound the context cache had before OMNISTITCH_CONTEXT_CACHE_MB: the
 #: baseline of the chat-history runs.
 COUNT_ONLY_CACHE = {"OMNISTITCH_CONTEXT_CACHE_MB": "65536"}
+#: The second scaled drain's settings: the same workers keeping no standby copies of each
+#: other's tables, to tell the replay's cost from the rest in the same run.
+NO_STANDBYS = {"OMNISTITCH_STANDBY_REPLICAS": "0"}
 #: What ``_counts`` reads besides the stages' messages (not shown as drain progress).
 _NOT_PROGRESS = frozenset({"rebalances", "gc_s", "context_cache_bytes", "context_cache_misses"})
 
@@ -196,6 +201,8 @@ class BenchReport:
     pipeline: PipelineFigures
     ratios: dict[str, float]
     scaled: PipelineFigures | None = None  # the same records drained by ``workers`` workers
+    #: ... and by as many without standby replicas (``NO_STANDBYS``).
+    scaled_without_standbys: PipelineFigures | None = None
     growth: list[PipelineFigures] = field(default_factory=list)
     domain: DomainFigures | None = None  # the same records through the pure code, no Kafka
     #: Chat-heavy customers drained with the defaults, then with the count-only cache.
@@ -261,6 +268,21 @@ class BenchReport:
                 (f"CPU per event ({s.workers} workers, summed)", f"{s.cpu_us_per_event:,.0f} µs"),
                 (f"peak RSS (largest of {s.workers})", f"{s.peak_rss_mb:,.0f} MB"),
                 (f"RocksDB on disk ({s.workers} workers)", f"{s.rocksdb_mb:,.1f} MB"),
+            ]
+        if (s := self.scaled_without_standbys) is not None:
+            ratio = self.ratios["scaling_without_standbys"]
+            rows += [
+                (
+                    f"omnistitch, {s.workers} workers, no standby replicas",
+                    _fmt(s.events_per_s, "ev/s"),
+                ),
+                *[(f"  stage {k}", _fmt(v, "ev/s")) for k, v in s.stage_events_per_s.items()],
+                (f"scaling without standbys ({s.workers} workers / 1)", f"{ratio:.2f}x"),
+                *self._drain_rows(s, f"{s.workers} workers drain, no standbys"),
+                (
+                    f"CPU per event ({s.workers} workers, no standbys)",
+                    f"{s.cpu_us_per_event:,.0f} µs",
+                ),
             ]
         width = max(len(r[0]) for r in rows)
         text = "\n".join(f"{name:<{width}}  {value:>16}" for name, value in rows)
@@ -1132,10 +1154,15 @@ def _latency(
     return measured
 
 
-def scaling_note(one: PipelineFigures, scaled: PipelineFigures) -> str | None:
+def scaling_note(
+    one: PipelineFigures,
+    scaled: PipelineFigures,
+    without_standbys: PipelineFigures | None = None,
+) -> str | None:
     """Why ``scaled`` (N workers) fell short of the scaling floor over ``one`` (a worker):
     the machine had no room while one worker drained, or it had and the workers' own
-    costs did. None: they reached it, or the drains' CPU was not seen."""
+    costs did, shown with and ``without_standbys`` (the same workers keeping no standby
+    replicas, when drained). None: they reached it, or the drains' CPU was not seen."""
     ratio = scaled.events_per_s / one.events_per_s
     if ratio >= SCALING_FLOOR or (c := one.drain_cpu) is None:
         return None
@@ -1148,14 +1175,22 @@ def scaling_note(one: PipelineFigures, scaled: PipelineFigures) -> str | None:
             f"{room:.2f}x one worker's rate: the floor's condition, CPU the broker leaves "
             "for a second worker, does not hold here"
         )
-    each = " and ".join(f"{w:.2f}" for w in scaled.worker_cores) or "n/a"
-    return (
+    text = (
         f"{said}, with room on the machine ({room:.2f}x one worker's rate at its CPU per "
         f"event; {c.busy_pct:.0f}% busy while it drained): the workers' own costs bound "
         f"it. CPU per event {one.cpu_us_per_event:,.0f} µs with one worker, "
-        f"{scaled.cpu_us_per_event:,.0f} µs summed over {scaled.workers}; the {scaled.workers} "
-        f"workers used {each} cores (README, Performance)"
+        f"{_costs(scaled)}"
     )
+    if (w := without_standbys) is not None:
+        text += f"; without standby replicas {w.events_per_s / one.events_per_s:.2f}x, {_costs(w)}"
+    return text + " (README, Performance)"
+
+
+def _costs(drain: PipelineFigures) -> str:
+    """``295 µs summed over 2; the 2 workers used 0.71 and 0.75 cores``"""
+    each = " and ".join(f"{w:.2f}" for w in drain.worker_cores) or "n/a"
+    n = drain.workers
+    return f"{drain.cpu_us_per_event:,.0f} µs summed over {n}; the {n} workers used {each} cores"
 
 
 def broker_note(cpu: CpuShares, partitions: int | None) -> str | None:
@@ -1253,21 +1288,28 @@ def _run_bench(
         "pipeline_vs_passthrough": figures.events_per_s / pass_rate,
         "pipeline_vs_domain": figures.events_per_s / domain.events_per_s,
     }
-    scaled = None
+    scaled = unreplicated = None
     if cfg.workers > 1:
-        _say(f"omnistitch: {cfg.workers} workers, the same {len(records):,} events")
-        scaled = run_pipeline(
-            cfg,
-            records,
-            customers=cfg.customers,
-            workers=cfg.workers,
-            recovery=False,
-            latency=False,
-        )
+        drains = []
+        for extra in ({}, NO_STANDBYS):  # the default standby replicas, then none
+            _say(f"omnistitch: {cfg.workers} workers, the same events, {_named(extra)}")
+            drains.append(
+                run_pipeline(
+                    cfg,
+                    records,
+                    customers=cfg.customers,
+                    workers=cfg.workers,
+                    recovery=False,
+                    latency=False,
+                    settings=extra,
+                )
+            )
+        scaled, unreplicated = drains
         ratios["scaling"] = scaled.events_per_s / figures.events_per_s
+        ratios["scaling_without_standbys"] = unreplicated.events_per_s / figures.events_per_s
         if figures.drain_cpu is not None:
             ratios["machine_room"] = machine_room(figures.drain_cpu)
-        if (note := scaling_note(figures, scaled)) is not None:
+        if (note := scaling_note(figures, scaled, unreplicated)) is not None:
             _say(f"scaling: {note}")
     growth = []
     for i, customers in enumerate(cfg.growth, 1):
@@ -1279,10 +1321,9 @@ def _run_bench(
     if (n := cfg.chat_history) > 0:
         chats = chat_history_records(n, cfg.chat_messages, cfg.seed, cfg.chat_visits)
         for extra in ({}, COUNT_ONLY_CACHE):
-            named = " ".join(f"{k}={v}" for k, v in extra.items()) or "the defaults"
             _say(
                 f"chat history: {n:,} customers x {cfg.chat_messages} messages "
-                f"in {cfg.chat_visits} visit(s), {named}"
+                f"in {cfg.chat_visits} visit(s), {_named(extra)}"
             )
             history.append(
                 run_pipeline(cfg, chats, customers=n, recovery=False, latency=False, settings=extra)
@@ -1297,10 +1338,16 @@ def _run_bench(
         pipeline=figures,
         ratios=ratios,
         scaled=scaled,
+        scaled_without_standbys=unreplicated,
         growth=growth,
         domain=domain,
         history=history,
     )
+
+
+def _named(settings: dict[str, str]) -> str:
+    """Settings on top of the defaults, as said in progress lines."""
+    return " ".join(f"{k}={v}" for k, v in settings.items()) or "the defaults"
 
 
 def to_json(report: BenchReport) -> str:

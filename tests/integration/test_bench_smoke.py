@@ -47,11 +47,11 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     )
     before = bench_topics(kafka_bootstrap)
     report = run_bench(cfg)
-    # Its seven runs' topics (baselines, 1 worker, 2 workers, two growth sizes, two chat
-    # histories) and state are gone; the worker logs stay.
+    # Its eight runs' topics (baselines, 1 worker, 2 workers with standby replicas and
+    # without, two growth sizes, two chat histories) and state are gone; the logs stay.
     assert bench_topics(kafka_bootstrap) - before == set()
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []
-    assert len(list(tmp_path.glob("bench*.worker-*.log"))) == 1 + 2 + 2 + 2
+    assert len(list(tmp_path.glob("bench*.worker-*.log"))) == 1 + 2 + 2 + 2 + 2
     p = report.pipeline
     assert report.kafka_producer_per_s is not None
     assert report.kafka_producer_per_s > 0
@@ -147,6 +147,16 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
         assert len(drain.worker_cores) == drain.workers
         assert all(w > 0 for w in drain.worker_cores)
         assert sum(drain.worker_cores) == pytest.approx(dc.processes["worker"], rel=0.1, abs=0.05)
+    # The same two workers keeping no standby replicas: what the replay costs, apart.
+    s0 = report.scaled_without_standbys
+    assert s0 is not None
+    assert (s0.events, s0.workers, s0.settings) == (1_500, 2, {"OMNISTITCH_STANDBY_REPLICAS": "0"})
+    assert set(s0.stage_events_per_s) == {"ingest", "identity", "context"}
+    assert 0 < s0.cpu_us_per_event < 1e6
+    assert len(s0.worker_cores) == 2
+    assert report.ratios["scaling_without_standbys"] == pytest.approx(
+        s0.events_per_s / p.events_per_s
+    )
     assert p.drain_cpu is not None
     assert report.ratios["machine_room"] == pytest.approx(
         (p.drain_cpu.cpus - p.drain_cpu.steal) / p.drain_cpu.machine_busy
@@ -200,6 +210,8 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert "CPU while 2 workers drain: worker / broker / bench" in table
     assert "room on the machine, same CPU per event" in table
     assert "  each worker" in table
+    assert "omnistitch, 2 workers, no standby replicas" in table
+    assert "scaling without standbys (2 workers / 1)" in table
     assert "MB/M cust." in table
     assert "domain code in-process, no Kafka (ceiling)" in table
     assert "omnistitch / domain ceiling" in table
@@ -217,6 +229,7 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert data["ratios"]["scaling"] > 0
     assert data["ratios"]["machine_room"] > 0
     assert data["scaled"]["drain_cpu"]["processes"]["worker"] > 0
+    assert data["scaled_without_standbys"]["settings"] == {"OMNISTITCH_STANDBY_REPLICAS": "0"}
     assert [g["customers"] for g in data["growth"]] == [200, 400]
     assert {"events_per_s", "cpu_us_per_event", "peak_rss_mb", "rocksdb_mb"} <= set(
         data["growth"][0]

@@ -196,6 +196,16 @@ def test_the_bench_says_why_two_workers_fell_short_of_the_scaling_floor() -> Non
     assert own.startswith("0.92x, under the floor's 1.6x, with room on the machine (1.74x")
     assert "CPU per event 150 µs with one worker, 267 µs summed over 2" in own
     assert "the 2 workers used 0.99 and 0.44 cores" in own
+    # With the same workers drained without standby replicas, both are shown.
+    both = scaling_note(
+        _drain(1, 5_900, 150, busy=1.15), _drain(2, 5_400, 267), _drain(2, 8_500, 155)
+    )
+    assert both is not None
+    assert both.startswith(own.removesuffix(" (README, Performance)"))
+    assert both.endswith(
+        "; without standby replicas 1.44x, 155 µs summed over 2; the 2 workers used "
+        "0.99 and 0.44 cores (README, Performance)"
+    )
     # A drain whose CPU was not seen says nothing it cannot show.
     unseen = _drain(1, 5_000, 150)
     unseen.drain_cpu = None
