@@ -260,30 +260,9 @@ class BenchReport:
         ]
         rows += self._load_rows()
         if (s := self.scaled) is not None:
-            rows += [
-                (f"omnistitch, {s.workers} workers, sustained", _fmt(s.events_per_s, "ev/s")),
-                *[(f"  stage {k}", _fmt(v, "ev/s")) for k, v in s.stage_events_per_s.items()],
-                (f"scaling ({s.workers} workers / 1)", f"{self.ratios['scaling']:.2f}x"),
-                *self._drain_rows(s, f"{s.workers} workers drain"),
-                (f"CPU per event ({s.workers} workers, summed)", f"{s.cpu_us_per_event:,.0f} µs"),
-                (f"peak RSS (largest of {s.workers})", f"{s.peak_rss_mb:,.0f} MB"),
-                (f"RocksDB on disk ({s.workers} workers)", f"{s.rocksdb_mb:,.1f} MB"),
-            ]
+            rows += self._scaled_rows(s, standbys=True)
         if (s := self.scaled_without_standbys) is not None:
-            ratio = self.ratios["scaling_without_standbys"]
-            rows += [
-                (
-                    f"omnistitch, {s.workers} workers, no standby replicas",
-                    _fmt(s.events_per_s, "ev/s"),
-                ),
-                *[(f"  stage {k}", _fmt(v, "ev/s")) for k, v in s.stage_events_per_s.items()],
-                (f"scaling without standbys ({s.workers} workers / 1)", f"{ratio:.2f}x"),
-                *self._drain_rows(s, f"{s.workers} workers drain, no standbys"),
-                (
-                    f"CPU per event ({s.workers} workers, no standbys)",
-                    f"{s.cpu_us_per_event:,.0f} µs",
-                ),
-            ]
+            rows += self._scaled_rows(s, standbys=False)
         width = max(len(r[0]) for r in rows)
         text = "\n".join(f"{name:<{width}}  {value:>16}" for name, value in rows)
         if self.growth:
@@ -301,6 +280,25 @@ class BenchReport:
             *_shares_rows("offered", c),
             (f"  CPU per event offered ({self._processes})", f"{c.worker_us_per_event:,.0f} µs"),
             *self._broker_rows(c),
+        ]
+
+    def _scaled_rows(self, s: PipelineFigures, standbys: bool) -> list[tuple[str, str]]:
+        """One scaled drain's rows: with the default standby replicas, or with none."""
+        n = s.workers
+        kind, key, cpu = (
+            ("sustained", "scaling", "summed")
+            if standbys
+            else ("no standby replicas", "scaling_without_standbys", "no standbys")
+        )
+        drain = f"{n} workers drain" + ("" if standbys else ", no standbys")
+        return [
+            (f"omnistitch, {n} workers, {kind}", _fmt(s.events_per_s, "ev/s")),
+            *[(f"  stage {k}", _fmt(v, "ev/s")) for k, v in s.stage_events_per_s.items()],
+            (f"{key.replace('_', ' ')} ({n} workers / 1)", f"{self.ratios[key]:.2f}x"),
+            *self._drain_rows(s, drain),
+            (f"CPU per event ({n} workers, {cpu})", f"{s.cpu_us_per_event:,.0f} µs"),
+            (f"peak RSS (largest of {n})", f"{s.peak_rss_mb:,.0f} MB"),
+            (f"RocksDB on disk ({n} workers)", f"{s.rocksdb_mb:,.1f} MB"),
         ]
 
     @staticmethod
