@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -422,3 +423,129 @@ def test_hub_sightings_count_customers_not_merged_away_ids() -> None:
     # The replay's customer is now the merge survivor; the sighting it already left under
     # the merged-away id stands for it, so the hub's record is byte-for-byte unchanged.
     assert dict(e.t.hubs) == sightings
+
+
+class FullPathOnly(IdentityEngine):
+    """The engine without its shortcut for identifiers one customer holds already."""
+
+    def _resolve_held(self, keyed: object, at: object) -> None:
+        return None
+
+
+HELD_POOL = [f"email:{c}@x.com" for c in "abc"] + [
+    "user_id:1",
+    "user_id:2",
+    "phone:+18005550100",
+    "anonymous_id:z",
+    "anonymous_id:y",
+]
+STRICT = Rules(
+    types={
+        "email": TypeRule(normaliser="email", limit=1, priority=10),
+        "anonymous_id": TypeRule(limit=1, priority=31),
+    },
+    hub=HubRule(max_customers=2),
+)
+WINDOWED = Rules(
+    types={"email": TypeRule(normaliser="email", limit=2, limit_window_days=1, priority=10)}
+)
+
+#: One step of an identity history: an event (keys, hours after T0, verified, event id),
+#: a split or an erasure of the n-th root, or a restart of the engine under other rules.
+event_step = st.tuples(
+    st.just("event"),
+    st.lists(st.sampled_from(HELD_POOL), min_size=1, max_size=3),
+    st.integers(0, 72),
+    st.booleans(),
+    st.integers(0, 40),
+)
+step = st.one_of(
+    event_step,
+    event_step,
+    event_step,
+    st.tuples(st.just("split"), st.integers(0, 50), st.integers(0, 50)),
+    st.tuples(st.just("erase"), st.integers(0, 50)),
+    st.tuples(st.just("restart"), st.sampled_from(["default", "strict", "windowed"])),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(step, min_size=1, max_size=40))
+def test_the_shortcut_for_held_identifiers_decides_and_writes_what_the_full_path_does(
+    steps: list[tuple[Any, ...]],
+) -> None:
+    """``_resolve_held`` is an optimisation only: on any history (repeats hours apart that
+    refresh last-seen, newly verified identifiers, duplicate keys, replays, hubs, splits,
+    erasures, and restarts under stricter or windowed rules that leave customers over a
+    limit) both engines return equal decisions and hold equal rows, byte for byte."""
+    named = {"default": Rules(hub=HubRule(max_customers=2)), "strict": STRICT}
+    named["windowed"] = WINDOWED
+    fast = IdentityEngine(named["default"], IdentityTables.in_memory())
+    full = FullPathOnly(named["default"], IdentityTables.in_memory())
+    for kind, *args in steps:
+        if kind == "restart":
+            rules = named[args[0]]
+            fast, full = IdentityEngine(rules, fast.t), FullPathOnly(rules, full.t)
+            continue
+        if kind == "event":
+            keys, hours, verified, n = args
+            event = obs(f"e{n}", 60 * hours, *keys, verified=verified)
+            assert fast.resolve(event) == full.resolve(event)
+        else:
+            roots = sorted(full.t.nodes)
+            if not roots:
+                continue
+            root = roots[args[0] % len(roots)]
+            if kind == "erase":
+                assert fast.erase(root, T0) == full.erase(root, T0)
+            else:
+                node = full.node(root)
+                assert node is not None
+                link = node.links[args[1] % len(node.links)].link_id
+                assert fast.split(root, link) == full.split(root, link)
+        assert table_rows(fast.t) == table_rows(full.t)
+
+
+def test_the_shortcut_takes_held_identifiers_and_refreshes_their_last_seen() -> None:
+    e = engine()
+    cid = e.resolve(obs("e1", 0, "email:a@x.com", "anonymous_id:a")).customer_id
+    assert cid is not None
+    first = e.t.nodes[cid]
+    keyed = [(i, i.key) for i in obs("e2", 1, "anonymous_id:a", "email:a@x.com").identifiers]
+    held = e._resolve_held(keyed, T0 + timedelta(minutes=1))
+    assert held is not None
+    assert held.customer_id == cid
+    assert held.accepted == ("email:a@x.com", "anonymous_id:a")  # strongest first
+    assert e.t.nodes[cid] is first  # within LAST_SEEN_RESOLUTION: nothing written
+    later = e.resolve(obs("e3", 120, "email:a@x.com"))
+    assert later.customer_id == cid
+    node = e.node(cid)
+    assert node is not None
+    assert node.identifiers["email:a@x.com"].last_seen == T0 + timedelta(minutes=120)
+    assert node.identifiers["anonymous_id:a"].last_seen == T0
+    assert [link.link_id for link in node.links] == ["e1"]
+    new = [(i, i.key) for i in obs("e4", 121, "email:a@x.com", "phone:+18005550100").identifiers]
+    assert e._resolve_held(new, T0) is None  # a new identifier: the full path
+
+
+def test_a_customer_left_over_a_limit_by_new_rules_takes_the_full_path() -> None:
+    """Rules tightened after a restart can leave a customer holding more of a type than
+    its limit: an event of its own identifiers is then refused by the limit, as ever."""
+    e = engine()
+    cid = e.resolve(obs("e1", 0, "email:a@x.com", "email:b@x.com")).customer_id
+    e = IdentityEngine(STRICT, e.t)
+    keyed = [(i, i.key) for i in obs("e2", 1, "email:a@x.com").identifiers]
+    assert e._resolve_held(keyed, T0 + timedelta(minutes=1)) is None
+    again = e.resolve(obs("e2", 1, "email:a@x.com"))
+    assert again.customer_id != cid
+    assert [r.reason for r in again.rejected] == ["limit"]
+
+
+def test_the_shortcut_records_a_newly_verified_identifier() -> None:
+    e = engine()
+    cid = e.resolve(obs("e1", 0, "email:a@x.com")).customer_id
+    assert cid is not None
+    assert e.resolve(obs("e2", 1, "email:a@x.com", verified=True)).customer_id == cid
+    node = e.node(cid)
+    assert node is not None
+    assert node.identifiers["email:a@x.com"].verified
