@@ -131,6 +131,9 @@ class BenchConfig:
     timeout_s: float = 1_800.0
     profile: Path | None = None  # py-spy of the worker while it drains (.svg or stacks)
     workers: int = 1  # > 1: also drain the same records with this many workers (scaling)
+    #: Rounds of the scaling drains (a 1-worker drain, then ``workers`` with standby
+    #: replicas and without), one after another: the ratios reported are their medians.
+    scaling_rounds: int = 1
     growth: list[int] = field(default_factory=list)  # customer counts of the growth runs
     events_per_customer: int = 2  # events of each growth run, per customer
     #: Ingest as a process beside each worker (``omnistitch ingest``), not a worker thread.
@@ -191,6 +194,30 @@ class PipelineFigures:
 
 
 @dataclass
+class ScalingRound:
+    """One round of the scaling drains, the same events one after another: one worker,
+    then N workers with the default standby replicas, then N without."""
+
+    one_worker_per_s: float
+    scaled_per_s: float
+    scaled_without_standbys_per_s: float
+    scaling: float  # scaled over one worker, in this round
+    scaling_without_standbys: float
+
+    @classmethod
+    def of(
+        cls, one: PipelineFigures, scaled: PipelineFigures, unreplicated: PipelineFigures
+    ) -> ScalingRound:
+        return cls(
+            one_worker_per_s=one.events_per_s,
+            scaled_per_s=scaled.events_per_s,
+            scaled_without_standbys_per_s=unreplicated.events_per_s,
+            scaling=scaled.events_per_s / one.events_per_s,
+            scaling_without_standbys=unreplicated.events_per_s / one.events_per_s,
+        )
+
+
+@dataclass
 class BenchReport:
     machine: dict[str, Any]
     config: dict[str, Any]
@@ -207,6 +234,9 @@ class BenchReport:
     domain: DomainFigures | None = None  # the same records through the pure code, no Kafka
     #: Chat-heavy customers drained with the defaults, then with the count-only cache.
     history: list[PipelineFigures] = field(default_factory=list)
+    #: Each round of the scaling drains (the first's drains are ``pipeline``, ``scaled``
+    #: and ``scaled_without_standbys``); ``ratios`` holds the medians of their ratios.
+    scaling_rounds: list[ScalingRound] = field(default_factory=list)
 
     def table(self) -> str:
         p = self.pipeline
@@ -295,11 +325,19 @@ class BenchReport:
             (f"omnistitch, {n} workers, {kind}", _fmt(s.events_per_s, "ev/s")),
             *[(f"  stage {k}", _fmt(v, "ev/s")) for k, v in s.stage_events_per_s.items()],
             (f"{key.replace('_', ' ')} ({n} workers / 1)", f"{self.ratios[key]:.2f}x"),
+            *self._round_rows(key),
             *self._drain_rows(s, drain),
             (f"CPU per event ({n} workers, {cpu})", f"{s.cpu_us_per_event:,.0f} µs"),
             (f"peak RSS (largest of {n})", f"{s.peak_rss_mb:,.0f} MB"),
             (f"RocksDB on disk ({n} workers)", f"{s.rocksdb_mb:,.1f} MB"),
         ]
+
+    def _round_rows(self, key: str) -> list[tuple[str, str]]:
+        """Each round's ratio, when there were several (the ratio above is their median)."""
+        if len(rounds := self.scaling_rounds) < 2:
+            return []
+        each = " / ".join(f"{getattr(r, key):.2f}" for r in rounds)
+        return [(f"  median of {len(rounds)} rounds, each", f"{each}x")]
 
     @staticmethod
     def _drain_rows(p: PipelineFigures, while_: str) -> list[tuple[str, str]]:
@@ -1156,12 +1194,17 @@ def scaling_note(
     one: PipelineFigures,
     scaled: PipelineFigures,
     without_standbys: PipelineFigures | None = None,
+    rounds: Sequence[ScalingRound] = (),
 ) -> str | None:
     """Why ``scaled`` (N workers) fell short of the scaling floor over ``one`` (a worker):
     the machine had no room while one worker drained, or it had and the workers' own
     costs did, shown with and ``without_standbys`` (the same workers keeping no standby
-    replicas, when drained). None: they reached it, or the drains' CPU was not seen."""
+    replicas, when drained). With several ``rounds`` the ratios are their medians, and
+    the drains shown are the first round's. None: they reached it, or the drains' CPU was
+    not seen."""
     ratio = scaled.events_per_s / one.events_per_s
+    if len(rounds) > 1:
+        ratio = statistics.median(r.scaling for r in rounds)
     if ratio >= SCALING_FLOOR or (c := one.drain_cpu) is None:
         return None
     room = machine_room(c)
@@ -1180,7 +1223,12 @@ def scaling_note(
         f"{_costs(scaled)}"
     )
     if (w := without_standbys) is not None:
-        text += f"; without standby replicas {w.events_per_s / one.events_per_s:.2f}x, {_costs(w)}"
+        bare = w.events_per_s / one.events_per_s
+        if len(rounds) > 1:
+            bare = statistics.median(r.scaling_without_standbys for r in rounds)
+        text += f"; without standby replicas {bare:.2f}x, {_costs(w)}"
+    if len(rounds) > 1:
+        text += f" (ratios: medians of {len(rounds)} rounds; CPU: the first round's)"
     return text + " (README, Performance)"
 
 
@@ -1287,27 +1335,22 @@ def _run_bench(
         "pipeline_vs_domain": figures.events_per_s / domain.events_per_s,
     }
     scaled = unreplicated = None
+    rounds: list[ScalingRound] = []
     if cfg.workers > 1:
-        drains = []
-        for extra in ({}, NO_STANDBYS):  # the default standby replicas, then none
-            _say(f"omnistitch: {cfg.workers} workers, the same events, {_named(extra)}")
-            drains.append(
-                run_pipeline(
-                    cfg,
-                    records,
-                    customers=cfg.customers,
-                    workers=cfg.workers,
-                    recovery=False,
-                    latency=False,
-                    settings=extra,
-                )
-            )
-        scaled, unreplicated = drains
-        ratios["scaling"] = scaled.events_per_s / figures.events_per_s
-        ratios["scaling_without_standbys"] = unreplicated.events_per_s / figures.events_per_s
+        scaled, unreplicated = _scaled_drains(cfg, records)
+        rounds.append(ScalingRound.of(figures, scaled, unreplicated))
+        for k in range(2, cfg.scaling_rounds + 1):
+            _say(f"scaling round {k}/{cfg.scaling_rounds}: omnistitch, one worker")
+            one = run_pipeline(cfg, records, customers=cfg.customers, recovery=False, latency=False)
+            rounds.append(ScalingRound.of(one, *_scaled_drains(cfg, records)))
+        for key in ("scaling", "scaling_without_standbys"):
+            ratios[key] = statistics.median(getattr(r, key) for r in rounds)
+        if len(rounds) > 1:
+            each = ", ".join(f"{r.scaling:.2f}x" for r in rounds)
+            _say(f"scaling: median {ratios['scaling']:.2f}x of {len(rounds)} rounds ({each})")
         if figures.drain_cpu is not None:
             ratios["machine_room"] = machine_room(figures.drain_cpu)
-        if (note := scaling_note(figures, scaled, unreplicated)) is not None:
+        if (note := scaling_note(figures, scaled, unreplicated, rounds)) is not None:
             _say(f"scaling: {note}")
     growth = []
     for i, customers in enumerate(cfg.growth, 1):
@@ -1340,7 +1383,30 @@ def _run_bench(
         growth=growth,
         domain=domain,
         history=history,
+        scaling_rounds=rounds,
     )
+
+
+def _scaled_drains(
+    cfg: BenchConfig, records: list[tuple[bytes, bytes]]
+) -> tuple[PipelineFigures, PipelineFigures]:
+    """``cfg.workers`` workers drain ``records``: with the default standby replicas, then
+    with none (``NO_STANDBYS``)."""
+    drains = []
+    for extra in ({}, NO_STANDBYS):
+        _say(f"omnistitch: {cfg.workers} workers, the same events, {_named(extra)}")
+        drains.append(
+            run_pipeline(
+                cfg,
+                records,
+                customers=cfg.customers,
+                workers=cfg.workers,
+                recovery=False,
+                latency=False,
+                settings=extra,
+            )
+        )
+    return drains[0], drains[1]
 
 
 def _named(settings: dict[str, str]) -> str:

@@ -298,6 +298,14 @@ def bench(
             help="Also drain the same events with N workers and report the scaling ratio.",
         ),
     ] = 1,
+    scaling_rounds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Rounds of the --workers drains (each: 1 worker, then N with standby "
+            "replicas and without, one after another); the scaling ratios are their medians.",
+        ),
+    ] = 1,
     growth: Annotated[
         str | None,
         typer.Option(
@@ -362,6 +370,7 @@ def bench(
         profile=profile,
         bootstrap=os.environ.get("OMNISTITCH_BOOTSTRAP_SERVERS", ""),
         workers=workers,
+        scaling_rounds=scaling_rounds,
         growth=sizes,
         events_per_customer=events_per_customer,
         ingest_process=ingest_process,

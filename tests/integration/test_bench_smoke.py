@@ -40,6 +40,7 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
         kafka_records=20_000,
         timeout_s=300,
         workers=2,
+        scaling_rounds=2,
         growth=[200, 400],
         chat_history=40,
         chat_messages=40,
@@ -47,11 +48,12 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     )
     before = bench_topics(kafka_bootstrap)
     report = run_bench(cfg)
-    # Its eight runs' topics (baselines, 1 worker, 2 workers with standby replicas and
-    # without, two growth sizes, two chat histories) and state are gone; the logs stay.
+    # Its eleven runs' topics (baselines; two rounds of 1 worker, 2 workers with standby
+    # replicas and without; two growth sizes; two chat histories) and state are gone; the
+    # logs stay.
     assert bench_topics(kafka_bootstrap) - before == set()
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []
-    assert len(list(tmp_path.glob("bench*.worker-*.log"))) == 1 + 2 + 2 + 2 + 2
+    assert len(list(tmp_path.glob("bench*.worker-*.log"))) == 1 + 2 + 2 + (1 + 2 + 2) + 2 + 2
     p = report.pipeline
     assert report.kafka_producer_per_s is not None
     assert report.kafka_producer_per_s > 0
@@ -126,7 +128,15 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert s.recovery_s is None
     assert not s.latency_ms
     assert not s.latency_hops_ms
-    assert report.ratios["scaling"] == pytest.approx(s.events_per_s / p.events_per_s)
+    # Two rounds of the scaling drains: the first is the drains above, and the ratios
+    # reported are the rounds' medians.
+    first, second = report.scaling_rounds
+    assert first.one_worker_per_s == p.events_per_s
+    assert first.scaled_per_s == s.events_per_s
+    assert first.scaling == pytest.approx(s.events_per_s / p.events_per_s)
+    assert second.scaling == pytest.approx(second.scaled_per_s / second.one_worker_per_s)
+    assert all(r.one_worker_per_s > 0 and r.scaled_per_s > 0 for r in report.scaling_rounds)
+    assert report.ratios["scaling"] == pytest.approx((first.scaling + second.scaling) / 2)
     assert 0 < report.ratios["scaling"] < 10
     # Each drain's CPU is sampled too, for the room the machine left for a second worker:
     # the workers (two processes in the scaled drain), the broker and the bench.
@@ -154,8 +164,9 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert set(s0.stage_events_per_s) == {"ingest", "identity", "context"}
     assert 0 < s0.cpu_us_per_event < 1e6
     assert len(s0.worker_cores) == 2
+    assert first.scaled_without_standbys_per_s == s0.events_per_s
     assert report.ratios["scaling_without_standbys"] == pytest.approx(
-        s0.events_per_s / p.events_per_s
+        (s0.events_per_s / p.events_per_s + second.scaling_without_standbys) / 2
     )
     assert p.drain_cpu is not None
     assert report.ratios["machine_room"] == pytest.approx(
@@ -212,6 +223,7 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert "  each worker" in table
     assert "omnistitch, 2 workers, no standby replicas" in table
     assert "scaling without standbys (2 workers / 1)" in table
+    assert table.count("  median of 2 rounds, each") == 2  # with standbys and without
     assert "MB/M cust." in table
     assert "domain code in-process, no Kafka (ceiling)" in table
     assert "omnistitch / domain ceiling" in table
@@ -230,6 +242,7 @@ def test_bench_reports_every_figure(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert data["ratios"]["machine_room"] > 0
     assert data["scaled"]["drain_cpu"]["processes"]["worker"] > 0
     assert data["scaled_without_standbys"]["settings"] == {"OMNISTITCH_STANDBY_REPLICAS": "0"}
+    assert [r["scaled_per_s"] > 0 for r in data["scaling_rounds"]] == [True, True]
     assert [g["customers"] for g in data["growth"]] == [200, 400]
     assert {"events_per_s", "cpu_us_per_event", "peak_rss_mb", "rocksdb_mb"} <= set(
         data["growth"][0]
