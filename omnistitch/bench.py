@@ -909,17 +909,29 @@ def _delivered(latencies_ms: list[float], offered: int) -> dict[str, float]:
 
 def _profile(worker: _Worker, out: Path) -> subprocess.Popen[bytes]:
     """py-spy sampling the worker: a flame graph (``.svg``) or collapsed stacks (other)."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    fmt = "flamegraph" if out.suffix == ".svg" else "raw"
-    # --nonblocking: a sample does not pause the worker (paused at each of 200 samples a
-    # second, it drained at a quarter of its speed, and the profile showed a slower worker)
-    args = ["record", "--pid", str(worker.proc.pid), "--output", str(out), "--rate", "200"]
-    args.append("--nonblocking")
     return subprocess.Popen(
-        [spy, *args, "--format", fmt],
+        py_spy_command(worker.proc.pid, out),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def py_spy_command(pid: int, out: Path) -> list[str]:
+    """The py-spy command ``--profile`` runs against a worker."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    fmt = "flamegraph" if out.suffix == ".svg" else "raw"
+    return [
+        spy,
+        "record",
+        *("--pid", str(pid), "--output", str(out), "--rate", "200", "--format", fmt),
+        # a sample does not pause the worker (paused at each of 200 samples a second, it
+        # drained at a quarter of its speed, and the profile showed a slower worker)
+        "--nonblocking",
+        # only the thread holding the interpreter lock: the worker's threads (ingest,
+        # librdkafka's, RocksDB's) wait for it most of the time, and without this their
+        # waiting stacks fill the profile (docs/performance-history.md, session 21)
+        "--gil",
+    ]
 
 
 def to_records(dataset: Dataset) -> list[tuple[bytes, bytes]]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from omnistitch.bench import (
     PipelineFigures,
     ScalingRound,
     broker_note,
+    py_spy_command,
     scaling_note,
 )
 from omnistitch.bench_load import (
@@ -261,3 +264,39 @@ def test_scaling_rounds_are_reported_by_their_medians() -> None:
     assert "  median of 3 rounds, each" in table
     assert "0.92 / 1.10 / 0.80x" in table
     assert "1.44 / 1.40 / 1.60x" in table
+
+
+def test_the_profile_samples_the_thread_holding_the_interpreter_lock(tmp_path: Path) -> None:
+    """``--profile``'s py-spy, run for real on a process with one thread busy in Python and
+    one busy in C without the lock (hashing): only the first is sampled (``--gil``; without
+    it the second shows too), and py-spy writes its stacks on SIGINT."""
+    busy = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import hashlib, threading\n"
+            "def native_hasher():\n"
+            "    data = bytes(1 << 22)\n"
+            "    while True: hashlib.sha256(data).digest()\n"
+            "def busy_loop():\n    while True: sum(range(1000))\n"
+            "threading.Thread(target=native_hasher, daemon=True).start()\n"
+            "busy_loop()\n",
+        ]
+    )
+    out = tmp_path / "worker.txt"
+    try:
+        time.sleep(0.5)
+        command = py_spy_command(busy.pid, out)
+        assert "--gil" in command
+        assert "--nonblocking" in command
+        spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(2.0)
+        spy.send_signal(signal.SIGINT)
+        _, err = spy.communicate(timeout=60)
+        assert spy.returncode == 0, err.decode()
+    finally:
+        busy.kill()
+        busy.wait()
+    stacks = out.read_text()
+    assert "busy_loop" in stacks
+    assert "native_hasher" not in stacks
