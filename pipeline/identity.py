@@ -475,15 +475,21 @@ class IdentityEngine:
         only spends longer getting there (the union's counting, the audit lists). None: the
         full path decides. ``tests/unit/test_identity.py`` runs both on the same random
         histories and compares every decision and every row."""
-        suppressed, hubs = self.t.suppressed, self.t.hubs
+        owners, suppressed, hubs = self.t.owners, self.t.suppressed, self.t.hubs
+        found = []
+        for ident, key in keyed:  # first the cheap refusal: an identifier nobody holds
+            rule = self.rules.rule(ident.type)
+            owner = owners.get(key)
+            if rule is None or owner is None:
+                return None
+            found.append((ident, key, rule, owner))
         root = None
         ruled = []
-        for ident, key in keyed:
-            rule = self.rules.rule(ident.type)
-            if rule is None or _suppression_hash(key) in suppressed or hubs.get(key) is not None:
+        for ident, key, rule, owner in found:
+            if _suppression_hash(key) in suppressed or hubs.get(key) is not None:
                 return None
-            owner = self.lookup(key)
-            if owner is None or (root is not None and owner != root):
+            owner = self.find(owner)  # what ``lookup`` does, pointers compressed alike
+            if root is not None and owner != root:
                 return None
             root = owner
             ruled.append((ident, key, rule))
