@@ -359,6 +359,12 @@ def bench(
     except ValueError as exc:
         typer.echo(f"omnistitch: {exc}", err=True)
         raise typer.Exit(2) from None
+    if scaling_rounds > 1 and workers < 2:
+        typer.echo(
+            "omnistitch: --scaling-rounds repeats the --workers drains: give --workers 2 or more",
+            err=True,
+        )
+        raise typer.Exit(2)
     cfg = BenchConfig(
         events=events,
         customers=customers,

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from omnistitch.bench import (
     BenchReport,
@@ -28,6 +29,7 @@ from omnistitch.bench_load import (
     machine_room,
     this_process,
 )
+from omnistitch.cli import cli
 
 
 def _spin(seconds: float) -> None:
@@ -308,3 +310,11 @@ def test_the_profile_samples_the_thread_holding_the_interpreter_lock(tmp_path: P
     # (without --gil it had a quarter of the busy loop's samples).
     assert samples["busy_loop"] > 50
     assert samples["native_hasher"] < samples["busy_loop"] * 0.05
+
+
+def test_scaling_rounds_without_workers_to_scale_is_refused() -> None:
+    """``--scaling-rounds`` repeats the ``--workers`` drains: alone it would be ignored, so it
+    is refused before anything runs (no broker is asked)."""
+    result = CliRunner().invoke(cli, ["bench", "--scaling-rounds", "3"])
+    assert result.exit_code == 2
+    assert "--scaling-rounds repeats the --workers drains" in result.output
