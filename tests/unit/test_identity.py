@@ -506,6 +506,31 @@ def test_the_shortcut_for_held_identifiers_decides_and_writes_what_the_full_path
         assert table_rows(fast.t) == table_rows(full.t)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from(HELD_POOL), min_size=1, max_size=3), min_size=1, max_size=15),
+    st.randoms(use_true_random=False),
+)
+def test_after_rules_tighten_the_shortcut_still_decides_what_the_full_path_does(
+    events: list[list[str]], rnd: random.Random
+) -> None:
+    """Customers stitched under the default rules, then both engines restarted under rules
+    that allow one email and one anonymous id: the same events again (in another order,
+    later) find customers over those limits, which the shortcut must leave to the full
+    path's refusals."""
+    fast = IdentityEngine(Rules(), IdentityTables.in_memory())
+    full = FullPathOnly(Rules(), IdentityTables.in_memory())
+    for n, keys in enumerate(events):
+        assert fast.resolve(obs(f"e{n}", n, *keys)) == full.resolve(obs(f"e{n}", n, *keys))
+    fast, full = IdentityEngine(STRICT, fast.t), FullPathOnly(STRICT, full.t)
+    again = list(enumerate(events))
+    rnd.shuffle(again)
+    for n, keys in again:
+        event = obs(f"r{n}", 60 * 24 + n, *keys)
+        assert fast.resolve(event) == full.resolve(event)
+        assert table_rows(fast.t) == table_rows(full.t)
+
+
 def test_the_shortcut_takes_held_identifiers_and_refreshes_their_last_seen() -> None:
     e = engine()
     cid = e.resolve(obs("e1", 0, "email:a@x.com", "anonymous_id:a")).customer_id
