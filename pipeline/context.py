@@ -91,6 +91,25 @@ _START_ORDER = attrgetter("started_at", "interaction_id")
 def _union_identifiers(
     a: Iterable[Identifier], b: Iterable[Identifier | PublicIdentifier]
 ) -> list[Identifier]:
+    """``a`` and ``b`` by key, sorted by type and value, a verified one kept over an
+    unverified one. Most events bring only identifiers their customer's context lists
+    already (as verified as they are): then the result is ``a``, when ``a`` is in that
+    order already (every context's list is), without the sort."""
+    held: dict[tuple[str, str], bool] = {}
+    last: tuple[str, str] | None = None
+    for ident in a:
+        this = (ident.type, ident.value)
+        if last is not None and this <= last:
+            break  # not the canonical order: merged below
+        held[this] = ident.verified
+        last = this
+    else:
+        for ident in b:
+            verified = held.get((ident.type, ident.value))
+            if verified is None or (ident.verified and not verified):
+                break
+        else:
+            return list(a)
     merged: dict[str, Identifier] = {}
     for ident in (*a, *map(Identifier.of, b)):
         prior = merged.get(ident.key)
@@ -615,8 +634,8 @@ def apply_event(
     ):
         consent[decision.channel] = decision
     placed, iid = _place(ctx, event, policy)
-    counts = Counter(ctx.channel_counts)
-    counts[event.channel.value] += 1
+    counts = dict(ctx.channel_counts)  # a Counter's construction costs 1.1 µs more
+    counts[event.channel.value] = counts.get(event.channel.value, 0) + 1
     # Every stored timeline is newest first (each context passed through the bounds), so
     # the entry is placed, not the whole timeline sorted again.
     entry = entry_for(event, iid, policy.text_limit)
@@ -628,7 +647,7 @@ def apply_event(
             "identifiers": _union_identifiers(ctx.identifiers, identifiers),
             "traits": traits,
             "consent": consent,
-            "channel_counts": dict(counts),
+            "channel_counts": counts,
             "first_seen": min(filter(None, (ctx.first_seen, event.occurred_at))),
             "last_seen": max(filter(None, (ctx.last_seen, event.occurred_at))),
             "version": ctx.version + 1,

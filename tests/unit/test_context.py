@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pipeline.context import absorb, apply_event
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.context import _union_identifiers, absorb, apply_event
 from pipeline.context_policy import ContextPolicy
 from pipeline.context_state import CustomerContext
 from pipeline.identity_state import Identifier as StoredIdentifier
@@ -79,3 +82,39 @@ def test_absorb_merges_everything_once() -> None:
     assert merged.traits["name"].value == "B"
     assert merged.merged_from == ["young"]
     assert absorb(merged, other, ContextPolicy()) is None
+
+
+def _union_reference(
+    a: list[StoredIdentifier], b: list[StoredIdentifier | Identifier]
+) -> list[StoredIdentifier]:
+    """What ``_union_identifiers`` returned before its shortcut: every identifier once by
+    key, a verified one over an unverified one, sorted by type and value."""
+    merged: dict[str, StoredIdentifier] = {}
+    for ident in (*a, *map(StoredIdentifier.of, b)):
+        prior = merged.get(ident.key)
+        if prior is None or (ident.verified and not prior.verified):
+            merged[ident.key] = ident
+    return sorted(merged.values(), key=lambda i: (i.type, i.value))
+
+
+_IDENT = st.builds(
+    StoredIdentifier,
+    type=st.sampled_from(["email", "phone", "cookie"]),
+    value=st.sampled_from(["a", "b", "c:d"]),
+    verified=st.booleans(),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_IDENT, max_size=6), st.lists(_IDENT, max_size=4), st.booleans())
+def test_identifier_union_equals_the_sorted_merge(
+    a: list[StoredIdentifier], b: list[StoredIdentifier], canonical: bool
+) -> None:
+    """With ``a`` as every context holds it (the union's own output) or as anything else,
+    and ``b`` held already or not: the same list, and ``a``'s own objects when it wins."""
+    if canonical:
+        a = _union_reference(a, [])
+    union = _union_identifiers(a, b)
+    assert union == _union_reference(a, b)
+    assert union is not a  # a new list: the context's own is never shared
+
