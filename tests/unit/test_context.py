@@ -117,4 +117,3 @@ def test_identifier_union_equals_the_sorted_merge(
     union = _union_identifiers(a, b)
     assert union == _union_reference(a, b)
     assert union is not a  # a new list: the context's own is never shared
-
