@@ -104,9 +104,9 @@ def _union_identifiers(
         held[this] = ident.verified
         last = this
     else:
-        for ident in b:
-            verified = held.get((ident.type, ident.value))
-            if verified is None or (ident.verified and not verified):
+        for new in b:
+            verified = held.get((new.type, new.value))
+            if verified is None or (new.verified and not verified):
                 break
         else:
             return list(a)

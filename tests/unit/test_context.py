@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -85,7 +86,7 @@ def test_absorb_merges_everything_once() -> None:
 
 
 def _union_reference(
-    a: list[StoredIdentifier], b: list[StoredIdentifier | Identifier]
+    a: Sequence[StoredIdentifier], b: Sequence[StoredIdentifier | Identifier]
 ) -> list[StoredIdentifier]:
     """What ``_union_identifiers`` returned before its shortcut: every identifier once by
     key, a verified one over an unverified one, sorted by type and value."""
