@@ -204,6 +204,11 @@ class ScalingRound:
     scaling: float  # scaled over one worker, in this round
     scaling_without_standbys: float
 
+    @staticmethod
+    def median(rounds: Sequence[ScalingRound], key: str) -> float:
+        """The median over ``rounds`` of one ratio (``scaling``, ``scaling_without_standbys``)."""
+        return float(statistics.median(getattr(r, key) for r in rounds))
+
     @classmethod
     def of(
         cls, one: PipelineFigures, scaled: PipelineFigures, unreplicated: PipelineFigures
@@ -1214,9 +1219,9 @@ def scaling_note(
     replicas, when drained). With several ``rounds`` the ratios are their medians, and
     the drains shown are the first round's. None: they reached it, or the drains' CPU was
     not seen."""
-    ratio = scaled.events_per_s / one.events_per_s
-    if len(rounds) > 1:
-        ratio = statistics.median(r.scaling for r in rounds)
+    ratio = (
+        ScalingRound.median(rounds, "scaling") if rounds else scaled.events_per_s / one.events_per_s
+    )
     if ratio >= SCALING_FLOOR or (c := one.drain_cpu) is None:
         return None
     room = machine_room(c)
@@ -1235,9 +1240,11 @@ def scaling_note(
         f"{_costs(scaled)}"
     )
     if (w := without_standbys) is not None:
-        bare = w.events_per_s / one.events_per_s
-        if len(rounds) > 1:
-            bare = statistics.median(r.scaling_without_standbys for r in rounds)
+        bare = (
+            ScalingRound.median(rounds, "scaling_without_standbys")
+            if rounds
+            else w.events_per_s / one.events_per_s
+        )
         text += f"; without standby replicas {bare:.2f}x, {_costs(w)}"
     if len(rounds) > 1:
         text += f" (ratios: medians of {len(rounds)} rounds; CPU: the first round's)"
@@ -1356,7 +1363,7 @@ def _run_bench(
             one = run_pipeline(cfg, records, customers=cfg.customers, recovery=False, latency=False)
             rounds.append(ScalingRound.of(one, *_scaled_drains(cfg, records)))
         for key in ("scaling", "scaling_without_standbys"):
-            ratios[key] = statistics.median(getattr(r, key) for r in rounds)
+            ratios[key] = ScalingRound.median(rounds, key)
         if len(rounds) > 1:
             each = ", ".join(f"{r.scaling:.2f}x" for r in rounds)
             _say(f"scaling: median {ratios['scaling']:.2f}x of {len(rounds)} rounds ({each})")

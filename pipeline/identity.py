@@ -218,6 +218,17 @@ class _Union:
         self.verified = self.verified or verified
 
 
+def _resighted(state: IdentifierState, at: datetime, verified: bool) -> bool:
+    """An identifier a customer holds, seen again at ``at``: its last-seen refreshed if it is
+    ``LAST_SEEN_RESOLUTION`` stale, its verification if the sighting is verified. True if
+    either changed (the node must be stored)."""
+    if at - state.last_seen < LAST_SEEN_RESOLUTION and (state.verified or not verified):
+        return False
+    state.last_seen = max(state.last_seen, at)
+    state.verified = state.verified or verified
+    return True
+
+
 class IdentityEngine:
     """Resolves events to customers under the identity rules; splits and erases on request."""
 
@@ -424,9 +435,7 @@ class IdentityEngine:
                 )
                 self.t.owners[key] = winner
                 new_keys.append(key)
-            elif at - state.last_seen >= LAST_SEEN_RESOLUTION or (verified and not state.verified):
-                state.last_seen = max(state.last_seen, at)
-                state.verified = state.verified or verified
+            elif _resighted(state, at, verified):
                 changed = True
         if new_keys or merges or created:
             target.links.append(
@@ -506,12 +515,8 @@ class IdentityEngine:
             self._fits[root] = raw
         changed = False
         for ident, key, rule in ruled:
-            state = held[key]
             verified = ident.verified or rule.trust is Trust.VERIFIED
-            if at - state.last_seen >= LAST_SEEN_RESOLUTION or (verified and not state.verified):
-                state.last_seen = max(state.last_seen, at)
-                state.verified = state.verified or verified
-                changed = True
+            changed = _resighted(held[key], at, verified) or changed
         if changed:
             self._fits[root] = self._store(root, node)  # the same identifiers: still fits
         ranked = sorted((rule.priority, key) for _, key, rule in ruled)
@@ -522,7 +527,7 @@ class IdentityEngine:
         window only counts fewer, so within this the full path rejects none either."""
         counts: dict[str, int] = {}
         for key in node.identifiers:
-            id_type = key[: key.find(":")]
+            id_type = identifier_type(key)
             counts[id_type] = counts.get(id_type, 0) + 1
         for id_type, count in counts.items():
             rule = self.rules.rule(id_type)
