@@ -239,6 +239,13 @@ class WorkerSettings(KafkaSettings):
     standby_replicas: int = Field(
         default=1, ge=0, le=8, description="Standby copies of each table partition (faust)."
     )
+    standby_replay: Literal["librdkafka", "faust"] = Field(
+        default="librdkafka",
+        description="What keeps the standby copies behind their changelogs: librdkafka, a "
+        "confluent-kafka consumer on a thread of its own writing each partition's records in "
+        "batches (pipeline/standby_replay.py); faust, faust's recovery loop, a record at a "
+        "time on the event loop (the worker's stages then share their core with it).",
+    )
     rocksdb_cache_mb: int = Field(
         default=32,
         ge=8,

@@ -197,3 +197,10 @@ def events_out(topic: str, events: Iterable[RawEvent | Event], now: datetime | N
     for channel, values in latencies.items():
         EVENTS_OUT.labels(channel, topic).inc(len(values))
         END_TO_END_SECONDS.observe((channel,), values)
+
+
+STANDBY_RECORDS = Counter(
+    "omnistitch_standby_records_total",
+    "Changelog records applied to this worker's standby copies of its peers' table "
+    "partitions (pipeline/standby_replay.py).",
+)

@@ -1,0 +1,263 @@
+"""Standby copies of table partitions, kept by a librdkafka consumer on a thread of its own.
+
+A standby copy is a table partition's RocksDB database kept close behind the partition's
+changelog on a worker that does not own the partition, so that taking it over (a peer
+worker stopped or crashed) replays seconds of changelog, not all of it. faust keeps them
+by fetching the changelogs with aiokafka on the event loop and handing each record, one at
+a time, through its conductor and recovery loop: with two workers, that replay was ~40% of
+the interpreter lock's samples of the worker that does not hold the identity partition
+(docs/performance-history.md, sessions 21 and 22). :class:`StandbyReplay` does the same
+work off the loop: librdkafka fetches (in C, off the lock), ``consume`` hands over a batch
+of records at once, and each partition's records of the batch go to its database in one
+``WriteBatch``, without the write-ahead log (the changelog is the log), together with the
+offset faust resumes from (``__faust\\0offset__``, what faust's own standby writes). Data and
+offset go in the same batch, so a copy never claims records it does not hold.
+
+The order, for each batch:
+
+1. ``consume`` up to ``batch`` records of the partitions followed;
+2. under the lock: if :meth:`follow` changed the partitions since they were assigned,
+   drop the batch (step 3 re-fetches from the offsets the new set was given);
+3. each record at or past the partition's next offset goes into its partition's
+   ``WriteBatch`` (a tombstone deletes the key), with the last offset applied; each
+   ``WriteBatch`` is written;
+4. (at the next step) a changed set is assigned, each partition from its next offset.
+
+:meth:`follow` and :meth:`hold` take the same lock, so once they return no write is under
+way and none follows to a partition outside the new set: the faust side
+(``pipeline/standby_recovery.py``) holds the copies at the start of a rebalance, before
+faust closes the databases it no longer needs or starts recovering the partitions that
+became active, and gives the new set once faust has opened the new databases.
+
+An unexpected error ends the worker (``stage_failed``): a standby that stopped
+silently would turn the next failover into a full recovery nobody expects.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, cast
+
+import rocksdict
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from pipeline import metrics as m
+from pipeline.stage_failure import stage_failed
+from pipeline.table_writer import NO_WAL
+
+#: The key under which faust's RocksDB store keeps a partition's last applied changelog
+#: offset (``faust.stores.rocksdb.Store.offset_key``); recovery resumes after it.
+OFFSET_KEY: Final = b"__faust\0offset__"
+
+#: Records taken from librdkafka at once.
+BATCH_RECORDS: Final = 2_000
+#: How long one ``consume`` waits for records when there are none.
+POLL_S: Final = 0.2
+#: How often the thread reads the partitions' high watermarks (for :attr:`remaining`).
+WATERMARKS_EVERY_S: Final = 1.0
+
+TP = tuple[str, int]
+
+
+class Database(Protocol):
+    """What a copy needs of a partition's database (a ``rocksdict.Rdict``)."""
+
+    def write(self, write_batch: rocksdict.WriteBatch, write_opt: Any = ...) -> None: ...
+
+
+@dataclass
+class Follow:
+    """One table partition to keep a copy of: its changelog partition, its database, and
+    the first changelog offset not yet in it (None: from the beginning)."""
+
+    topic: str
+    partition: int
+    db: Database
+    next_offset: int | None
+
+    @property
+    def tp(self) -> TP:
+        return (self.topic, self.partition)
+
+
+def persisted_offset(db: rocksdict.Rdict) -> int | None:
+    """The last changelog offset a partition's database holds (faust's ``persisted_offset``)."""
+    raw = db.get(OFFSET_KEY)
+    return None if raw is None else int(raw)
+
+
+@dataclass
+class _Assigned:
+    """The partitions the consumer was last assigned, with each one's next offset."""
+
+    version: int = -1
+    follows: dict[TP, Follow] = field(default_factory=dict)
+
+
+class StandbyReplay:
+    """Keeps the databases of the partitions given to :meth:`follow` behind their changelogs."""
+
+    def __init__(
+        self,
+        consumer_config: dict[str, Any],
+        *,
+        batch: int = BATCH_RECORDS,
+        poll_s: float = POLL_S,
+        on_failure: Callable[[str], object] = stage_failed,
+    ) -> None:
+        self._config = {
+            # a group id librdkafka asks for; the consumer never joins it (assign only)
+            "group.id": f"omnistitch-standby-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            # bounded prefetch: a worker keeps copies of most of its peers' partitions
+            "queued.max.messages.kbytes": 8_192,
+            **consumer_config,
+        }
+        self._batch = batch
+        self._poll_s = poll_s
+        self._on_failure = on_failure
+        self._lock = threading.Lock()
+        self._wanted: dict[TP, Follow] = {}
+        self._version = 0
+        self._assigned = _Assigned()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._watermarks_at = 0.0
+        #: Records the followed partitions' changelogs hold past their copies (as of the
+        #: last watermark read, at most a second old).
+        self.remaining = 0
+        #: Records applied to copies since the start.
+        self.applied = 0
+
+    # -- called from the event loop ---------------------------------------------------------
+    def follow(self, follows: Iterable[Follow]) -> None:
+        """Keep copies of exactly these partitions from now on. Once it returns, nothing
+        is written to a partition outside them."""
+        wanted = {f.tp: f for f in follows}
+        with self._lock:
+            self._wanted = wanted
+            self._version += 1
+
+    def hold(self) -> None:
+        """Write no copy until the next :meth:`follow` (a rebalance is under way)."""
+        self.follow(())
+
+    @property
+    def following(self) -> frozenset[TP]:
+        with self._lock:
+            return frozenset(self._wanted)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="standby-replay", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop after the batch under way is written (a clean stop then flushes the
+        databases: ``pipeline.rocksdb_memory.Store.stop``)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                raise RuntimeError(f"standby replay did not stop within {timeout_s}s")
+
+    # -- the thread -------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            consumer = Consumer(self._config)
+            try:
+                while not self._stopping.is_set():
+                    self.step(consumer)
+            finally:
+                consumer.close()
+        except Exception:
+            self._on_failure("standby-replay")
+
+    def step(self, consumer: Consumer) -> int:
+        """One round of the module's order; returns the records applied."""
+        self._reassign(consumer)
+        if not self._assigned.follows:
+            self._stopping.wait(self._poll_s)
+            return 0
+        records = consumer.consume(self._batch, self._poll_s)
+        applied = self._apply(records)
+        self._read_watermarks(consumer)
+        return applied
+
+    def _reassign(self, consumer: Consumer) -> None:
+        with self._lock:
+            if self._assigned.version == self._version:
+                return
+            # copies: the thread moves their offsets, the caller's stay as given
+            follows = {
+                tp: Follow(f.topic, f.partition, f.db, f.next_offset)
+                for tp, f in self._wanted.items()
+            }
+            self._assigned = _Assigned(self._version, follows)
+            consumer.assign(
+                [
+                    TopicPartition(
+                        f.topic,
+                        f.partition,
+                        OFFSET_BEGINNING if f.next_offset is None else f.next_offset,
+                    )
+                    for f in follows.values()
+                ]
+            )
+            self._watermarks_at = 0.0
+
+    def _apply(self, records: list[Any]) -> int:
+        batches: dict[TP, tuple[Follow, rocksdict.WriteBatch]] = {}
+        applied = 0
+        with self._lock:
+            if self._assigned.version != self._version:
+                return 0  # the set changed while these were fetched
+            follows = self._assigned.follows
+            for record in records:
+                error = record.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaException(error)
+                tp = (record.topic(), record.partition())
+                follow = follows.get(tp)
+                offset = record.offset()
+                if follow is None or (
+                    follow.next_offset is not None and offset < follow.next_offset
+                ):
+                    continue  # fetched for an earlier assignment, or applied already
+                entry = batches.get(tp)
+                if entry is None:
+                    entry = batches[tp] = (follow, rocksdict.WriteBatch(raw_mode=True))
+                value = record.value()
+                if value is None:
+                    entry[1].delete(record.key())
+                else:
+                    entry[1].put(record.key(), value)
+                follow.next_offset = offset + 1
+                applied += 1
+            for follow, write_batch in batches.values():
+                last = cast(int, follow.next_offset) - 1
+                write_batch.put(OFFSET_KEY, str(last).encode())
+                follow.db.write(write_batch, NO_WAL)
+        self.applied += applied
+        m.STANDBY_RECORDS.inc(applied)
+        return applied
+
+    def _read_watermarks(self, consumer: Consumer) -> None:
+        now = time.monotonic()
+        if now - self._watermarks_at < WATERMARKS_EVERY_S:
+            return
+        self._watermarks_at = now
+        remaining = 0
+        for follow in list(self._assigned.follows.values()):
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(follow.topic, follow.partition), cached=True
+            )
+            if high >= 0:
+                remaining += max(0, high - (follow.next_offset or 0))
+        self.remaining = remaining
