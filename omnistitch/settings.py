@@ -239,12 +239,13 @@ class WorkerSettings(KafkaSettings):
     standby_replicas: int = Field(
         default=1, ge=0, le=8, description="Standby copies of each table partition (faust)."
     )
-    standby_replay: Literal["librdkafka", "faust"] = Field(
+    changelog_replay: Literal["librdkafka", "faust"] = Field(
         default="librdkafka",
-        description="What keeps the standby copies behind their changelogs: librdkafka, a "
+        description="What replays the tables' changelogs into their databases (standby "
+        "copies, and partitions restored before the stages use them): librdkafka, a "
         "confluent-kafka consumer on a thread of its own writing each partition's records in "
-        "batches (pipeline/standby_replay.py); faust, faust's recovery loop, a record at a "
-        "time on the event loop (the worker's stages then share their core with it).",
+        "batches (pipeline/changelog_replay.py); faust, faust's recovery loop, a record at a "
+        "time on the event loop the stages run on.",
     )
     rocksdb_cache_mb: int = Field(
         default=32,

@@ -45,8 +45,9 @@ from omnistitch.topics import (
     RAW_EVENTS_DLQ,
     TopicSpec,
 )
-from pipeline import context_state, fetch_pauses, standby_recovery, triggers
+from pipeline import context_state, fetch_pauses, table_recovery, triggers
 from pipeline import metrics as m
+from pipeline.changelog_replay import ChangelogReplay
 from pipeline.consumer_loop import LoopStageConsumer
 from pipeline.context import derive
 from pipeline.context_ops import ContextOps, Sent, erase_ops, resolve_ops, split_ops
@@ -76,7 +77,6 @@ from pipeline.rocksdb_memory import STORE_URL, RocksDBMemory
 from pipeline.rules import Rules, load_rules
 from pipeline.stage_consumer import StageConsumer
 from pipeline.stage_failure import stage_failed
-from pipeline.standby_replay import StandbyReplay
 from pipeline.table_writer import NOT_STAGED, Table, TableWriter, read_row
 from pipeline.write_behind import WriteBehind
 from schemas.identity import Freshness, Merge, Split
@@ -265,9 +265,10 @@ class Pipeline:
         # the stages' loop unless consumer_thread (pipeline/consumer_loop.py); the stages'
         # partitions are admitted in offset order (pipeline/stage_consumer.py).
         fetch_pauses.install(app, StageConsumer if s.consumer_thread else LoopStageConsumer)
-        # standby copies kept off the event loop (pipeline/standby_replay.py)
-        if s.standby_replicas and s.standby_replay == "librdkafka":
-            standby_recovery.install(app, StandbyReplay(client_config(s)))
+        # changelogs replayed (standby copies, restores) off the event loop
+        # (pipeline/changelog_replay.py, pipeline/table_recovery.py)
+        if s.changelog_replay == "librdkafka":
+            table_recovery.install(app, ChangelogReplay(client_config(s)))
 
         # faust stops taking input while more than `max_messages` (100) sends wait in its
         # producer buffer, and logs a warning each time. Table rows and customer ops no

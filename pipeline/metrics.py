@@ -199,8 +199,10 @@ def events_out(topic: str, events: Iterable[RawEvent | Event], now: datetime | N
         END_TO_END_SECONDS.observe((channel,), values)
 
 
-STANDBY_RECORDS = Counter(
-    "omnistitch_standby_records_total",
-    "Changelog records applied to this worker's standby copies of its peers' table "
-    "partitions (pipeline/standby_replay.py).",
+REPLAYED_RECORDS = Counter(
+    "omnistitch_changelog_replay_records_total",
+    "Changelog records the replay thread applied to table partitions' databases "
+    "(pipeline/changelog_replay.py): standby copies of peers' partitions, and partitions "
+    "this worker owns restored before its stages use them.",
+    ["kind"],
 )

@@ -18,6 +18,7 @@ import itertools
 import json
 import random
 import re
+import shutil
 import signal
 import time
 import uuid
@@ -1261,8 +1262,10 @@ def test_no_event_lost_or_doubled_across_kill_9(worker_env: dict[str, str], tmp_
                 counts = [cluster.stage_count(i, "identity") for i in range(2)]
                 victim = 0 if counts[0] >= counts[1] else 1
                 # The survivor takes the victim's partitions over from its standby copies
-                # of them (pipeline/standby_replay.py), which it has been keeping.
-                kept = cluster.metric(1 - victim, "omnistitch_standby_records_total")
+                # of them (pipeline/changelog_replay.py), which it has been keeping.
+                kept = cluster.metric(
+                    1 - victim, "omnistitch_changelog_replay_records_total", '{kind="standby"}'
+                )
                 assert kept > 0, "the survivor kept no standby copy"
                 cluster.workers[victim].stop(signal.SIGKILL)
                 killed_at = time.monotonic()
@@ -1294,12 +1297,35 @@ def test_no_event_lost_or_doubled_across_kill_9(worker_env: dict[str, str], tmp_
     print(f"  crash: ready in {ready_at - started:.1f}s, total {time.monotonic() - started:.1f}s")
 
 
-@pytest.mark.parametrize("standby_replay", ["librdkafka", "faust"])
+@contextlib.contextmanager
+def stitched_in_two(
+    cluster: Cluster, watched: tuple[IdentityLog, ContextView, IdentityState]
+) -> Iterator[None]:
+    """Publish the crowd's first 1,200 events and wait until the identity log has them;
+    yield (the test disturbs the cluster); then publish the rest, and check that everything was
+    stitched exactly as the reference replay of the identity log says, each event once."""
+    log, view, state = watched
+    pub = Publisher(cluster.env)
+    events = crowd()
+    first, rest = events[:1200], events[1200:]
+    pub.publish(first)
+    log.wait_for_events(usable(first, BUILTIN), cluster)
+    yield
+    pub.publish(rest)
+    wanted = usable(events, BUILTIN)
+    log.wait_for_events(wanted, cluster)
+    ref = replay(log.requests, BUILTIN)
+    wait_converged(view, ref.partition(), cluster)
+    wait_identity_matches(state, ref, BUILTIN, cluster)
+    every_event_once(view.live(), wanted)
+
+
+@pytest.mark.parametrize("changelog_replay", ["librdkafka", "faust"])
 def test_a_survivor_takes_over_from_its_standby_copies(
-    worker_env: dict[str, str], tmp_path: Path, standby_replay: str
+    worker_env: dict[str, str], tmp_path: Path, changelog_replay: str
 ) -> None:
     """The worker holding the identity partition is killed and never comes back: the other
-    takes its partitions over from the standby copies it kept (pipeline/standby_replay.py,
+    takes its partitions over from the standby copies it kept (pipeline/changelog_replay.py,
     or faust's own replay), restored by faust from the offsets the copies persisted, and
     stitches the rest exactly as the reference replay of the identity log does. (A copy
     missing every fifth changelog record fails this.)"""
@@ -1307,24 +1333,21 @@ def test_a_survivor_takes_over_from_its_standby_copies(
         worker_env,
         tmp_path,
         OMNISTITCH_SESSION_TIMEOUT_S=str(SESSION_TIMEOUT_S),
-        OMNISTITCH_STANDBY_REPLAY=standby_replay,
+        OMNISTITCH_CHANGELOG_REPLAY=changelog_replay,
     ).start()
-    pub = Publisher(cluster.env)
-    with watching(cluster) as (log, view, state):
-        events = crowd()
-        first, rest = events[:1200], events[1200:]
-        pub.publish(first)
-        log.wait_for_events(usable(first, BUILTIN), cluster)
+    with watching(cluster) as watched, stitched_in_two(cluster, watched):
         counts = [cluster.stage_count(i, "identity") for i in range(2)]
         victim = 0 if counts[0] >= counts[1] else 1
         survivor = 1 - victim
 
         def caught_up() -> bool | None:
-            kept = cluster.metric(survivor, "omnistitch_standby_records_total")
+            kept = cluster.metric(
+                survivor, "omnistitch_changelog_replay_records_total", '{kind="standby"}'
+            )
             behind = cluster.metric(
                 survivor, "omnistitch_table_recovery_remaining_records", '{kind="standby"}'
             )
-            if standby_replay == "faust":  # its copies do not count records
+            if changelog_replay == "faust":  # its copies do not count records
                 kept = float(kept == 0)
             return True if kept > 0 and behind == 0 else None
 
@@ -1333,11 +1356,26 @@ def test_a_survivor_takes_over_from_its_standby_copies(
         del cluster.workers[victim], cluster.envs[victim]
         cluster.env = cluster.envs[0]
         cluster.wait_ready()
-        pub.publish(rest)
-        wanted = usable(events, BUILTIN)
-        log.wait_for_events(wanted, cluster)
-        ref = replay(log.requests, BUILTIN)
-        expected = ref.partition()
-        wait_converged(view, expected, cluster)
-        wait_identity_matches(state, ref, BUILTIN, cluster)
-        every_event_once(view.live(), wanted)
+
+
+@pytest.mark.parametrize("changelog_replay", ["librdkafka", "faust"])
+def test_a_worker_restores_its_tables_after_losing_its_state(
+    worker_env: dict[str, str], tmp_path: Path, changelog_replay: str
+) -> None:
+    """A worker stops with 1,200 events stitched and comes back with its state directory
+    gone: its tables are restored from their changelogs (by the replay thread, or by
+    faust's loop), and the rest of the events stitch exactly as the reference replay of the
+    identity log does. (A restore missing every fifth changelog record fails this.)"""
+    cluster = Cluster(worker_env, tmp_path, n=1, OMNISTITCH_CHANGELOG_REPLAY=changelog_replay)
+    cluster.start()
+    with watching(cluster) as watched, stitched_in_two(cluster, watched):
+        log, view, _ = watched
+        wait_converged(view, replay(log.requests, BUILTIN).partition(), cluster)
+        assert cluster.workers[0].stop() == 0
+        shutil.rmtree(cluster.env["OMNISTITCH_STATE_DIR"])
+        cluster.start()
+        restored = cluster.metric(0, "omnistitch_changelog_replay_records_total", '{kind="active"}')
+        if changelog_replay == "librdkafka":
+            assert restored > 1200, restored  # ~1.3 changelog records an event
+        else:
+            assert restored == 0

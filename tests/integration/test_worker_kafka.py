@@ -226,6 +226,14 @@ def test_view_survives_restart_and_state_loss(worker_env: dict[str, str], tmp_pa
         worker = Process("worker", worker_env, log).start()
         recovered = customer_by(worker_env, "email:rae@example.com", worker, 2)
         assert recovered == before
+        # restored by the replay thread (pipeline/table_recovery.py), not record by record
+        restored = re.search(
+            r'^omnistitch_changelog_replay_records_total\{kind="active"\} (\S+)$',
+            metrics(worker_env),
+            re.MULTILINE,
+        )
+        assert restored is not None
+        assert float(restored.group(1)) >= len(persisted)
         # The recovered identity table still stitches new events to the same customer.
         publish_events(worker_env, [raw("r3", 2, ("email", "RAE@example.com"))])
         after = customer_by(worker_env, "anonymous_id:a1", worker, 3)

@@ -1,26 +1,34 @@
-"""The standby replay (pipeline/standby_replay.py) on the real broker and real RocksDB
+"""The changelog replay (pipeline/changelog_replay.py) on the real broker and real RocksDB
 databases: each followed partition's database ends holding its changelog's last value of
 every key (a tombstone removes it) and the offset faust resumes from; once held, nothing is
-written; a new set is followed from the offsets it is given; a copy it cannot write ends the
-worker instead of stopping the copies silently."""
+written; a new set is followed from the offsets it is given; a database it cannot write
+ends the worker instead of stopping the copies silently. And the recovery's restore
+(pipeline/table_recovery.py) on a worker's own tables: what it hands faust's recovery."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections import Counter
+from collections import Counter as CounterT
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import rocksdict
 from confluent_kafka import Producer
 from faust.stores.rocksdb import Store
+from faust.types import TP
 
 from omnistitch.kafka_client import client_config
-from omnistitch.settings import KafkaSettings
+from omnistitch.settings import KafkaSettings, WorkerSettings
 from omnistitch.topics import TopicSpec, ensure_topics
-from pipeline.standby_replay import OFFSET_KEY, Follow, StandbyReplay, persisted_offset
+from pipeline import table_recovery
+from pipeline.app import Pipeline
+from pipeline.changelog_replay import OFFSET_KEY, ChangelogReplay, Follow, persisted_offset
+from pipeline.table_recovery import ReplayRecovery
 
 Record = tuple[bytes | None, bytes | None]
 
@@ -82,7 +90,7 @@ def test_copies_hold_the_last_value_of_each_key_and_the_offset_faust_resumes_fro
     produce(kafka, changelog, 0, [(b"a", b"1"), (b"b", b"1"), (b"a", b"2"), (b"b", None)])
     produce(kafka, changelog, 1, [(b"x", b"9")])
     failures: list[str] = []
-    replay = StandbyReplay(client_config(kafka), batch=3, on_failure=failures.append)
+    replay = ChangelogReplay(client_config(kafka), batch=3, on_failure=failures.append)
     replay.start()
     try:
         replay.follow([Follow(changelog, p, dbs[p], None) for p in (0, 1)])
@@ -124,12 +132,70 @@ def test_a_copy_it_cannot_write_ends_the_worker(
     db = rocksdict.Rdict(str(tmp_path / "closed"), rocksdict.Options(raw_mode=True))
     db.close()
     failures: list[str] = []
-    replay = StandbyReplay(client_config(kafka), on_failure=failures.append)
+    replay = ChangelogReplay(client_config(kafka), on_failure=failures.append)
     replay.start()
     try:
         replay.follow([Follow(changelog, 0, db, None)])
         wait_until("the failure", lambda: bool(failures))
     finally:
         replay.stop()
-    assert failures == ["standby-replay"]
+    assert failures == ["changelog-replay"]
     assert replay.applied == 0
+
+
+def pipeline_in(env: dict[str, str], state: Path) -> Pipeline:
+    """A worker's pipeline, not run, with its own state directory."""
+    settings = WorkerSettings.model_validate(
+        {
+            "bootstrap_servers": env["OMNISTITCH_BOOTSTRAP_SERVERS"],
+            "topic_prefix": env["OMNISTITCH_TOPIC_PREFIX"],
+            "app_id": env["OMNISTITCH_APP_ID"],
+            "state_dir": state,
+        }
+    )
+    p = Pipeline(settings)
+    ensure_topics(settings, extra=p.internal_topics())
+    return p
+
+
+@pytest.mark.parametrize("budget_s", [60.0, 0.0])
+def test_a_restore_hands_faust_the_offset_its_database_holds(
+    worker_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget_s: float
+) -> None:
+    """The recovery's restore (pipeline/table_recovery.py) brings an active partition's
+    database to its changelog's end and records, where faust's recovery resumes, the offset
+    the database persisted; cut short (no budget), it records what the database holds and
+    the thread writes to it no more."""
+    writer_side = pipeline_in(worker_env, tmp_path / "writer")
+    for i in range(40):  # 40 batches, a changelog record each
+        writer_side.context_writer.put(writer_side.redirects, 2, f"cus_{i}", f"cus_x {i}")
+        writer_side.context_writer.write(2)
+    asyncio.run(writer_side.context_writer.commit())
+    writer_side.context_writer.close()
+    writer_side.identity_writer.close()
+
+    monkeypatch.setattr(table_recovery, "RESTORE_BUDGET_S", budget_s)
+    p = pipeline_in(worker_env, tmp_path / "restoring")
+    recovery = cast(ReplayRecovery, cast(Any, p.app.tables).recovery)
+    table = p.redirects
+    tp = TP(table.changelog_topic.get_topic_name(), 2)
+    recovery.tp_to_table[tp] = table
+    recovery.active_highwaters[tp] = 39  # faust's "highwater": the last offset
+    offsets: CounterT[TP] = Counter()
+    recovery.replay.start()
+    try:
+        asyncio.run(recovery._restore({tp}, offsets))
+        db = cast(Any, table).data._db_for_partition(2)
+        held = persisted_offset(db)
+        assert offsets[tp] == (-1 if held is None else held)
+        if budget_s:
+            assert held == 39
+        time.sleep(1.0)  # handed back: the thread no longer writes it
+        assert persisted_offset(db) == held
+        rows = contents(db)
+        assert rows == {f"cus_{i}".encode(): f"cus_x {i}".encode() for i in range(len(rows))}
+        assert len(rows) == (0 if held is None else held + 1)
+    finally:
+        recovery.replay.stop()
+        p.context_writer.close()
+        p.identity_writer.close()

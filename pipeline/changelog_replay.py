@@ -1,36 +1,42 @@
-"""Standby copies of table partitions, kept by a librdkafka consumer on a thread of its own.
+"""Table partitions' databases brought up to their changelogs by a librdkafka consumer on
+a thread of its own, off the event loop: a worker's standby copies and the partitions it
+restores.
 
 A standby copy is a table partition's RocksDB database kept close behind the partition's
 changelog on a worker that does not own the partition, so that taking it over (a peer
-worker stopped or crashed) replays seconds of changelog, not all of it. faust keeps them
-by fetching the changelogs with aiokafka on the event loop and handing each record, one at
-a time, through its conductor and recovery loop: with two workers, that replay was ~40% of
-the interpreter lock's samples of the worker that does not hold the identity partition
-(docs/performance-history.md, sessions 21 and 22). :class:`StandbyReplay` does the same
-work off the loop: librdkafka fetches (in C, off the lock), ``consume`` hands over a batch
-of records at once, and each partition's records of the batch go to its database in one
-``WriteBatch``, without the write-ahead log (the changelog is the log), together with the
-offset faust resumes from (``__faust\\0offset__``, what faust's own standby writes). Data and
-offset go in the same batch, so a copy never claims records it does not hold.
+worker stopped or crashed) replays seconds of changelog, not all of it; a partition a
+worker starts to own with less in its database than its changelog holds (a fresh or wiped
+state directory, a partition new to it) is restored from the changelog before the stages
+use it. faust does both by fetching the changelogs with aiokafka on the event loop and
+handing each record, one at a time, through its conductor and recovery loop: with two
+workers, the standby replay was ~40% of the interpreter lock's samples of the worker that
+does not hold the identity partition (docs/performance-history.md, sessions 21 and 22).
+:class:`ChangelogReplay` does the same work off the loop: librdkafka fetches (in C, off
+the lock), ``consume`` hands over a batch of records at once, and each partition's records
+of the batch go to its database in one ``WriteBatch``, without the write-ahead log (the
+changelog is the log), together with the offset faust resumes from (``__faust\\0offset__``,
+what faust's own replay writes). Data and offset go in the same batch, so a database never
+claims records it does not hold.
 
 The order, for each batch:
 
 1. ``consume`` up to ``batch`` records of the partitions followed;
 2. under the lock: if :meth:`follow` changed the partitions since they were assigned,
-   drop the batch (step 3 re-fetches from the offsets the new set was given);
+   drop the batch (step 4 re-fetches what it dropped);
 3. each record at or past the partition's next offset goes into its partition's
    ``WriteBatch`` (a tombstone deletes the key), with the last offset applied; each
    ``WriteBatch`` is written;
-4. (at the next step) a changed set is assigned, each partition from its next offset.
+4. (at the next step) a changed set is assigned: a partition followed before into the same
+   database from where the thread got to, any other from the offset it was given.
 
 :meth:`follow` and :meth:`hold` take the same lock, so once they return no write is under
 way and none follows to a partition outside the new set: the faust side
-(``pipeline/standby_recovery.py``) holds the copies at the start of a rebalance, before
-faust closes the databases it no longer needs or starts recovering the partitions that
-became active, and gives the new set once faust has opened the new databases.
+(``pipeline/table_recovery.py``) holds the thread at the start of a rebalance, before
+faust closes the databases it no longer needs, and hands a partition it restored back to
+faust's recovery the same way.
 
-An unexpected error ends the worker (``stage_failed``): a standby that stopped
-silently would turn the next failover into a full recovery nobody expects.
+An unexpected error ends the worker (``stage_failed``): a standby that stopped silently
+would turn the next failover into a full recovery nobody expects.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, Literal, Protocol, cast
 
 import rocksdict
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
@@ -71,13 +77,15 @@ class Database(Protocol):
 
 @dataclass
 class Follow:
-    """One table partition to keep a copy of: its changelog partition, its database, and
-    the first changelog offset not yet in it (None: from the beginning)."""
+    """One table partition to bring up to its changelog: its changelog partition, its
+    database, the first changelog offset not yet in it (None: from the beginning), and
+    whether it is a standby copy or a partition the worker owns (``active``: restored)."""
 
     topic: str
     partition: int
     db: Database
     next_offset: int | None
+    kind: Literal["standby", "active"] = "standby"
 
     @property
     def tp(self) -> TP:
@@ -98,7 +106,7 @@ class _Assigned:
     follows: dict[TP, Follow] = field(default_factory=dict)
 
 
-class StandbyReplay:
+class ChangelogReplay:
     """Keeps the databases of the partitions given to :meth:`follow` behind their changelogs."""
 
     def __init__(
@@ -131,7 +139,7 @@ class StandbyReplay:
         #: Records the followed partitions' changelogs hold past their copies (as of the
         #: last watermark read, at most a second old).
         self.remaining = 0
-        #: Records applied to copies since the start.
+        #: Records applied since the start.
         self.applied = 0
 
     # -- called from the event loop ---------------------------------------------------------
@@ -147,13 +155,22 @@ class StandbyReplay:
         """Write no copy until the next :meth:`follow` (a rebalance is under way)."""
         self.follow(())
 
+    def position(self, topic: str, partition: int) -> int | None:
+        """The next offset the copy of a partition of the current set will apply; None
+        until the thread has taken the set (or for a partition outside it)."""
+        with self._lock:
+            if self._assigned.version != self._version:
+                return None
+            follow = self._assigned.follows.get((topic, partition))
+            return None if follow is None else follow.next_offset
+
     @property
     def following(self) -> frozenset[TP]:
         with self._lock:
             return frozenset(self._wanted)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="standby-replay", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="changelog-replay", daemon=True)
         self._thread.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -175,7 +192,7 @@ class StandbyReplay:
             finally:
                 consumer.close()
         except Exception:
-            self._on_failure("standby-replay")
+            self._on_failure("changelog-replay")
 
     def step(self, consumer: Consumer) -> int:
         """One round of the module's order; returns the records applied."""
@@ -192,11 +209,16 @@ class StandbyReplay:
         with self._lock:
             if self._assigned.version == self._version:
                 return
-            # copies: the thread moves their offsets, the caller's stay as given
-            follows = {
-                tp: Follow(f.topic, f.partition, f.db, f.next_offset)
-                for tp, f in self._wanted.items()
-            }
+            # A partition followed before, into the same database, goes on from where the
+            # thread got to; any other from the offset given. (Copies: the thread moves
+            # their offsets, the caller's stay as given.)
+            before = self._assigned.follows
+            follows: dict[TP, Follow] = {}
+            for tp, f in self._wanted.items():
+                kept = before.get(tp)
+                if kept is None or kept.db is not f.db:
+                    kept = Follow(f.topic, f.partition, f.db, f.next_offset, f.kind)
+                follows[tp] = kept
             self._assigned = _Assigned(self._version, follows)
             consumer.assign(
                 [
@@ -212,7 +234,7 @@ class StandbyReplay:
 
     def _apply(self, records: list[Any]) -> int:
         batches: dict[TP, tuple[Follow, rocksdict.WriteBatch]] = {}
-        applied = 0
+        counts: dict[TP, int] = {}
         with self._lock:
             if self._assigned.version != self._version:
                 return 0  # the set changed while these were fetched
@@ -233,19 +255,23 @@ class StandbyReplay:
                 entry = batches.get(tp)
                 if entry is None:
                     entry = batches[tp] = (follow, rocksdict.WriteBatch(raw_mode=True))
+                    counts[tp] = 0
                 value = record.value()
                 if value is None:
                     entry[1].delete(record.key())
                 else:
                     entry[1].put(record.key(), value)
                 follow.next_offset = offset + 1
-                applied += 1
+                counts[tp] += 1
             for follow, write_batch in batches.values():
                 last = cast(int, follow.next_offset) - 1
                 write_batch.put(OFFSET_KEY, str(last).encode())
                 follow.db.write(write_batch, NO_WAL)
+        applied = 0
+        for tp, n in counts.items():
+            m.REPLAYED_RECORDS.labels(batches[tp][0].kind).inc(n)
+            applied += n
         self.applied += applied
-        m.STANDBY_RECORDS.inc(applied)
         return applied
 
     def _read_watermarks(self, consumer: Consumer) -> None:
