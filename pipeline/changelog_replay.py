@@ -78,14 +78,16 @@ class Database(Protocol):
 @dataclass
 class Follow:
     """One table partition to bring up to its changelog: its changelog partition, its
-    database, the first changelog offset not yet in it (None: from the beginning), and
-    whether it is a standby copy or a partition the worker owns (``active``: restored)."""
+    database, the first changelog offset not yet in it (None: from the beginning), whether
+    it is a standby copy or a partition the worker owns (``active``: restored), and the
+    last offset to apply (None: all there are; a restore stops at the end faust read)."""
 
     topic: str
     partition: int
     db: Database
     next_offset: int | None
     kind: Literal["standby", "active"] = "standby"
+    until: int | None = None
 
     @property
     def tp(self) -> TP:
@@ -217,7 +219,7 @@ class ChangelogReplay:
             for tp, f in self._wanted.items():
                 kept = before.get(tp)
                 if kept is None or kept.db is not f.db:
-                    kept = Follow(f.topic, f.partition, f.db, f.next_offset, f.kind)
+                    kept = Follow(f.topic, f.partition, f.db, f.next_offset, f.kind, f.until)
                 follows[tp] = kept
             self._assigned = _Assigned(self._version, follows)
             consumer.assign(
@@ -252,6 +254,8 @@ class ChangelogReplay:
                     follow.next_offset is not None and offset < follow.next_offset
                 ):
                     continue  # fetched for an earlier assignment, or applied already
+                if follow.until is not None and offset > follow.until:
+                    continue
                 entry = batches.get(tp)
                 if entry is None:
                     entry = batches[tp] = (follow, rocksdict.WriteBatch(raw_mode=True))

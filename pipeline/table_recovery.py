@@ -140,9 +140,9 @@ class ReplayRecovery(Recovery):
             if end is None or end < 0 or (persisted is not None and persisted >= end):
                 continue
             db = cast(Any, table).data._db_for_partition(tp.partition)
-            restoring[tp] = Follow(
-                tp.topic, tp.partition, db, None if persisted is None else persisted + 1, "active"
-            )
+            start = None if persisted is None else persisted + 1
+            # not past the end faust read: its consistency check refuses a database ahead
+            restoring[tp] = Follow(tp.topic, tp.partition, db, start, "active", until=end)
         if not restoring:
             return
         started = time.monotonic()

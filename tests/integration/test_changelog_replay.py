@@ -163,11 +163,12 @@ def test_a_restore_hands_faust_the_offset_its_database_holds(
     worker_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget_s: float
 ) -> None:
     """The recovery's restore (pipeline/table_recovery.py) brings an active partition's
-    database to its changelog's end and records, where faust's recovery resumes, the offset
-    the database persisted; cut short (no budget), it records what the database holds and
-    the thread writes to it no more."""
+    database to the changelog's end faust read (records written since are faust's to
+    replay) and records, where faust's recovery resumes, the offset the database persisted;
+    cut short (no budget), it records what the database holds and the thread writes to it
+    no more."""
     writer_side = pipeline_in(worker_env, tmp_path / "writer")
-    for i in range(40):  # 40 batches, a changelog record each
+    for i in range(45):  # 45 batches, a changelog record each
         writer_side.context_writer.put(writer_side.redirects, 2, f"cus_{i}", f"cus_x {i}")
         writer_side.context_writer.write(2)
     asyncio.run(writer_side.context_writer.commit())
@@ -180,7 +181,8 @@ def test_a_restore_hands_faust_the_offset_its_database_holds(
     table = p.redirects
     tp = TP(table.changelog_topic.get_topic_name(), 2)
     recovery.tp_to_table[tp] = table
-    recovery.active_highwaters[tp] = 39  # faust's "highwater": the last offset
+    # faust's "highwater", the last offset when it looked: the restore stops there
+    recovery.active_highwaters[tp] = 39
     offsets: CounterT[TP] = Counter()
     recovery.replay.start()
     try:
