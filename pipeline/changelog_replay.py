@@ -70,7 +70,7 @@ TP = tuple[str, int]
 
 
 class Database(Protocol):
-    """What a copy needs of a partition's database (a ``rocksdict.Rdict``)."""
+    """What the replay needs of a partition's database (a ``rocksdict.Rdict``)."""
 
     def write(self, write_batch: rocksdict.WriteBatch, write_opt: Any = ...) -> None: ...
 
@@ -121,7 +121,7 @@ class ChangelogReplay:
     ) -> None:
         self._config = {
             # a group id librdkafka asks for; the consumer never joins it (assign only)
-            "group.id": f"omnistitch-standby-{uuid.uuid4().hex}",
+            "group.id": f"omnistitch-changelog-replay-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             # bounded prefetch: a worker keeps copies of most of its peers' partitions
@@ -146,19 +146,19 @@ class ChangelogReplay:
 
     # -- called from the event loop ---------------------------------------------------------
     def follow(self, follows: Iterable[Follow]) -> None:
-        """Keep copies of exactly these partitions from now on. Once it returns, nothing
-        is written to a partition outside them."""
+        """Follow exactly these partitions from now on. Once it returns, nothing is
+        written to a partition outside them."""
         wanted = {f.tp: f for f in follows}
         with self._lock:
             self._wanted = wanted
             self._version += 1
 
     def hold(self) -> None:
-        """Write no copy until the next :meth:`follow` (a rebalance is under way)."""
+        """Write nothing until the next :meth:`follow` (a rebalance is under way)."""
         self.follow(())
 
     def position(self, topic: str, partition: int) -> int | None:
-        """The next offset the copy of a partition of the current set will apply; None
+        """The next offset the thread will apply to a partition of the current set; None
         until the thread has taken the set (or for a partition outside it)."""
         with self._lock:
             if self._assigned.version != self._version:
@@ -182,12 +182,16 @@ class ChangelogReplay:
         if self._thread is not None:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
-                raise RuntimeError(f"standby replay did not stop within {timeout_s}s")
+                raise RuntimeError(f"the changelog replay did not stop within {timeout_s}s")
 
     # -- the thread -------------------------------------------------------------------------
+    def new_consumer(self) -> Consumer:
+        """The thread's consumer: assigned partitions only, never a group member."""
+        return Consumer(self._config)
+
     def _run(self) -> None:
         try:
-            consumer = Consumer(self._config)
+            consumer = self.new_consumer()
             try:
                 while not self._stopping.is_set():
                     self.step(consumer)
@@ -211,14 +215,15 @@ class ChangelogReplay:
         with self._lock:
             if self._assigned.version == self._version:
                 return
-            # A partition followed before, into the same database, goes on from where the
-            # thread got to; any other from the offset given. (Copies: the thread moves
-            # their offsets, the caller's stay as given.)
+            # A partition followed before, the same way into the same database, goes on
+            # from where the thread got to; any other (a standby copy now restored as the
+            # worker's own, say) from the offset given. (Copies: the thread moves their
+            # offsets, the caller's stay as given.)
             before = self._assigned.follows
             follows: dict[TP, Follow] = {}
             for tp, f in self._wanted.items():
                 kept = before.get(tp)
-                if kept is None or kept.db is not f.db:
+                if kept is None or (kept.db, kept.kind, kept.until) != (f.db, f.kind, f.until):
                     kept = Follow(f.topic, f.partition, f.db, f.next_offset, f.kind, f.until)
                 follows[tp] = kept
             self._assigned = _Assigned(self._version, follows)

@@ -58,7 +58,8 @@ RESTORE_POLL_S: Final = 0.05
 
 
 class ReplayRecovery(Recovery):
-    """faust's recovery, its standby partitions kept by a :class:`ChangelogReplay`."""
+    """faust's recovery, its standby copies kept and its restores done by a
+    :class:`ChangelogReplay`."""
 
     def __init__(self, app: Any, tables: Any, *, replay: ChangelogReplay, **kwargs: Any) -> None:
         super().__init__(app, tables, **kwargs)
@@ -178,7 +179,7 @@ class ReplayRecovery(Recovery):
 
 
 def install(app: faust.App, replay: ChangelogReplay) -> None:
-    """Make ``app``'s recovery a :class:`ReplayRecovery` keeping copies with ``replay``."""
+    """Make ``app``'s recovery a :class:`ReplayRecovery` replaying with ``replay``."""
     tables = cast(TableManager, app.tables)
     if tables._recovery is not None:
         raise RuntimeError("the table manager's recovery service was built already")

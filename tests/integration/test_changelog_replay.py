@@ -201,3 +201,32 @@ def test_a_restore_hands_faust_the_offset_its_database_holds(
         recovery.replay.stop()
         p.context_writer.close()
         p.identity_writer.close()
+
+
+def test_a_copy_restored_as_the_workers_own_starts_afresh(
+    kafka: KafkaSettings, changelog: str, dbs: list[rocksdict.Rdict]
+) -> None:
+    """A partition kept as a standby copy and then restored as the worker's own (same
+    database, the set changed before the thread looked again) is restored as given: to
+    the end offset the restore names, counted as a restore."""
+    produce(kafka, changelog, 0, [(b"k", str(i).encode()) for i in range(5)])
+    replay = ChangelogReplay(client_config(kafka), batch=1)
+    consumer = replay.new_consumer()
+    try:
+        replay.follow([Follow(changelog, 0, dbs[0], None)])
+        deadline = time.monotonic() + 30
+        while replay.applied < 2:  # one record a step
+            assert time.monotonic() < deadline
+            replay.step(consumer)
+        assert persisted_offset(dbs[0]) == 1
+        replay.hold()
+        replay.follow([Follow(changelog, 0, dbs[0], 2, "active", until=3)])
+        while replay.position(changelog, 0) != 4:
+            assert time.monotonic() < deadline
+            replay.step(consumer)
+        for _ in range(5):
+            replay.step(consumer)
+        assert persisted_offset(dbs[0]) == 3
+        assert contents(dbs[0]) == {b"k": b"3"}
+    finally:
+        consumer.close()
