@@ -94,12 +94,6 @@ class Follow:
         return (self.topic, self.partition)
 
 
-def persisted_offset(db: rocksdict.Rdict) -> int | None:
-    """The last changelog offset a partition's database holds (faust's ``persisted_offset``)."""
-    raw = db.get(OFFSET_KEY)
-    return None if raw is None else int(raw)
-
-
 @dataclass
 class _Assigned:
     """The partitions the consumer was last assigned, with each one's next offset."""
@@ -165,11 +159,6 @@ class ChangelogReplay:
                 return None
             follow = self._assigned.follows.get((topic, partition))
             return None if follow is None else follow.next_offset
-
-    @property
-    def following(self) -> frozenset[TP]:
-        with self._lock:
-            return frozenset(self._wanted)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="changelog-replay", daemon=True)

@@ -89,7 +89,7 @@ _START_ORDER = attrgetter("started_at", "interaction_id")
 
 
 def _union_identifiers(
-    a: Iterable[Identifier], b: Iterable[Identifier | PublicIdentifier]
+    a: Sequence[Identifier], b: Iterable[Identifier | PublicIdentifier]
 ) -> list[Identifier]:
     """``a`` and ``b`` by key, sorted by type and value, a verified one kept over an
     unverified one. Most events bring only identifiers their customer's context lists

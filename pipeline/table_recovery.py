@@ -37,7 +37,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import Any, Final, cast
+from typing import Any, Final, Literal, cast
 
 import faust
 from faust.tables.manager import TableManager
@@ -100,20 +100,21 @@ class ReplayRecovery(Recovery):
         self._standbys = self._take_standbys()
         self.replay.follow(self._standbys)
 
+    def _follow(
+        self, tp: TP, kind: Literal["standby", "active"], until: int | None = None
+    ) -> Follow:
+        """A table partition for the thread: its database, from the offset after the one
+        the database persisted (faust's store API, which its own recovery reads)."""
+        table = self.tp_to_table[tp]
+        persisted = table.persisted_offset(tp)
+        db = cast(Any, table).data._db_for_partition(tp.partition)
+        start = None if persisted is None else persisted + 1
+        return Follow(tp.topic, tp.partition, db, start, kind, until)
+
     def _take_standbys(self) -> list[Follow]:
         follows = []
         for tp in sorted(self.standby_tps):
-            table = self.tp_to_table[tp]
-            store = cast(Any, table).data
-            persisted = table.persisted_offset(tp)
-            follows.append(
-                Follow(
-                    tp.topic,
-                    tp.partition,
-                    store._db_for_partition(tp.partition),
-                    None if persisted is None else persisted + 1,
-                )
-            )
+            follows.append(self._follow(tp, "standby"))
             self.revoke(tp)  # faust's own offsets for it
         self.standby_tps.clear()
         for tps in self.standbys_for_table.values():
@@ -135,15 +136,13 @@ class ReplayRecovery(Recovery):
         ends = self.active_highwaters
         restoring: dict[TP, Follow] = {}
         for tp in sorted(tps):
-            table = self.tp_to_table[tp]
-            persisted = table.persisted_offset(tp)
             end = ends.get(tp)
-            if end is None or end < 0 or (persisted is not None and persisted >= end):
+            if end is None or end < 0:
                 continue
-            db = cast(Any, table).data._db_for_partition(tp.partition)
-            start = None if persisted is None else persisted + 1
             # not past the end faust read: its consistency check refuses a database ahead
-            restoring[tp] = Follow(tp.topic, tp.partition, db, start, "active", until=end)
+            follow = self._follow(tp, "active", until=end)
+            if follow.next_offset is None or follow.next_offset <= end:
+                restoring[tp] = follow
         if not restoring:
             return
         started = time.monotonic()
