@@ -239,6 +239,16 @@ class WorkerSettings(KafkaSettings):
     standby_replicas: int = Field(
         default=1, ge=0, le=8, description="Standby copies of each table partition (faust)."
     )
+    identity_partition_weight: float = Field(
+        default=6.0,
+        ge=1.0,
+        le=1024.0,
+        description="How many ordinary partition indices the index holding the tenant's "
+        "identity requests weighs when faust's assignor places the stages' partitions over "
+        "the workers (pipeline/weighted_assignor.py): its worker runs every identity "
+        "decision, so it takes that much fewer context partitions. 1 keeps faust's even "
+        "spread.",
+    )
     changelog_replay: Literal["librdkafka", "faust"] = Field(
         default="librdkafka",
         description="What replays the tables' changelogs into their databases (standby "

@@ -33,7 +33,7 @@ from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 from confluent_kafka import Producer
 from faust.streams import _current_event
 from faust.tables.manager import TableManager
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from omnistitch.kafka_client import client_config, durable_producer_config, faust_credentials
 from omnistitch.settings import WorkerSettings
@@ -44,6 +44,7 @@ from omnistitch.topics import (
     IDENTITY_SPLITS,
     RAW_EVENTS_DLQ,
     TopicSpec,
+    internal_topic,
 )
 from pipeline import context_state, fetch_pauses, table_recovery, triggers
 from pipeline import metrics as m
@@ -78,6 +79,7 @@ from pipeline.rules import Rules, load_rules
 from pipeline.stage_consumer import StageConsumer
 from pipeline.stage_failure import stage_failed
 from pipeline.table_writer import NOT_STAGED, Table, TableWriter, read_row
+from pipeline.weighted_assignor import weighted_assignor
 from pipeline.write_behind import WriteBehind
 from schemas.identity import Freshness, Merge, Split
 
@@ -228,6 +230,7 @@ class Pipeline:
             settings.context_file, timeline_limit=settings.timeline_limit
         )
         n = s.raw_partitions
+        requests_topic = internal_topic(s, s.app_id, "identity-requests")
         self.app = app = faust.App(
             s.app_id,
             broker=[f"kafka://{hp}" for hp in s.bootstrap_servers.split(",")],
@@ -259,6 +262,10 @@ class Pipeline:
             # so that default let a worker behind on its identity log hold ~1 GB (RSS
             # 1,017 MB while draining 2,000,000 events); a few batches' worth is enough.
             stream_buffer_maxsize=STREAM_BUFFER_BATCHES * s.batch_records,
+            # the worker owning the tenant's identity index takes fewer of the others
+            PartitionAssignor=weighted_assignor(
+                requests_topic, {key_partition(s.tenant, n): s.identity_partition_weight}
+            ),
         )
 
         # aiokafka fetches only the partitions faust reads (pipeline/fetch_pauses.py), on
@@ -294,7 +301,7 @@ class Pipeline:
             return app.topic(name, key_type=str, value_type=bytes, **kw)
 
         def internal(name: str) -> faust.TopicT:
-            return topic(f"{s.topic_prefix}{s.app_id}-{name}", partitions=n, internal=True)
+            return topic(internal_topic(s, s.app_id, name), partitions=n, internal=True)
 
         self.dlq_topic = app.topic(s.topic(RAW_EVENTS_DLQ), key_type=bytes, value_type=bytes)
         # The contexts table's changelog (below), so without acks like faust's own
@@ -447,6 +454,18 @@ class Pipeline:
         ]
         streams = [TopicSpec(t.get_topic_name(), n) for t in (self.requests_topic, self.ops_topic)]
         return [*streams, *changelogs]
+
+    def stage_inputs(self) -> dict[str, str]:
+        """Each stage's input topic, by stage name."""
+        return {
+            "identity": self.requests_topic.get_topic_name(),
+            "context": self.ops_topic.get_topic_name(),
+        }
+
+    def tenant_identity_tp(self) -> TP:
+        """The identity-requests partition the tenant's requests land on."""
+        n = self.settings.raw_partitions
+        return TP(self.requests_topic.get_topic_name(), key_partition(self.settings.tenant, n))
 
     @property
     def ready(self) -> bool:

@@ -37,6 +37,8 @@ RECOVERING = "omnistitch_table_recovery_in_progress"
 ASSIGNED = "omnistitch_assigned_partitions"
 FETCHED = "omnistitch_fetched_partitions"
 STAGE_PARTITIONS = "omnistitch_stage_partitions"
+OWNED_PARTITIONS = "omnistitch_owned_partitions"
+IDENTITY_OWNER = "omnistitch_tenant_identity_owner"
 CONTEXT_CACHE_BYTES = "omnistitch_context_cache_bytes"
 CONTEXT_CACHE_ENTRIES = "omnistitch_context_cache_entries"
 
@@ -126,6 +128,21 @@ class WorkerCollector(Collector):
             fetched.add_metric([], consumer.fetched_partitions())
             for name, count in consumer.stage_partition_states().items():
                 stages.add_metric([name], count)
+        owned = GaugeMetricFamily(
+            OWNED_PARTITIONS,
+            "Partitions of each stage's input this worker owns (faust's assignment, the "
+            "tenant's identity index weighted by OMNISTITCH_IDENTITY_PARTITION_WEIGHT).",
+            labels=["stage"],
+        )
+        actives = self._p.app.assignor.assigned_actives()
+        for stage, topic in self._p.stage_inputs().items():
+            owned.add_metric([stage], sum(tp.topic == topic for tp in actives))
+        identity_owner = GaugeMetricFamily(
+            IDENTITY_OWNER,
+            "1 on the worker that owns the tenant's identity partition (it runs every "
+            "identity decision: the worker to watch first when the pipeline lags).",
+        )
+        identity_owner.add_metric([], 1.0 if self._p.tenant_identity_tp() in actives else 0.0)
         cache = self._p.context_cache
         cache_bytes = GaugeMetricFamily(
             CONTEXT_CACHE_BYTES,
@@ -139,6 +156,7 @@ class WorkerCollector(Collector):
         )
         cache_entries.add_metric([], len(cache))
         yield from (ready, state, remaining, recovering, assigned, fetched, stages)
+        yield from (owned, identity_owner)
         yield from (cache_bytes, cache_entries)
 
     def describe(self) -> Iterator[Metric]:

@@ -1379,3 +1379,46 @@ def test_a_worker_restores_its_tables_after_losing_its_state(
             assert restored > 1200, restored  # ~1.3 changelog records an event
         else:
             assert restored == 0
+
+
+@pytest.mark.parametrize(("weight", "holder_owns"), [("6", 2), ("1", 4)])
+def test_the_identity_partitions_worker_owns_fewer_of_the_others(
+    worker_env: dict[str, str], tmp_path: Path, weight: str, holder_owns: int
+) -> None:
+    """Two workers on 8 partitions: the one owning the tenant's identity partition owns
+    ``holder_owns`` of each stage's 8 (the identity index weighing 6 ordinary ones, the
+    default, or 1: faust's even spread), the other the rest; and every event still stitches
+    as the reference replay of the identity log says, answered through either worker (the
+    queries are routed by the placement the assignor made)."""
+    cluster = Cluster(worker_env, tmp_path, OMNISTITCH_IDENTITY_PARTITION_WEIGHT=weight).start()
+    seen: list[tuple[float, ...]] = []
+
+    def placed() -> bool | None:
+        row = tuple(
+            cluster.metric(i, name, labels)
+            for i in range(2)
+            for name, labels in (
+                ("omnistitch_tenant_identity_owner", ""),
+                ("omnistitch_owned_partitions", '{stage="identity"}'),
+                ("omnistitch_owned_partitions", '{stage="context"}'),
+            )
+        )
+        seen.append(row)
+        holder = 0 if row[0] == 1.0 else 1
+        others = 8 - holder_owns
+        expected = [0.0, others, others] * 2
+        expected[3 * holder : 3 * holder + 3] = [1.0, holder_owns, holder_owns]
+        return True if list(row) == expected else None
+
+    try:
+        wait_for("the weighted placement", placed, 60, cluster.workers[0])
+    except AssertionError as exc:
+        cluster.stop()
+        last = seen[-1] if seen else None
+        raise AssertionError(f"{exc}\nlast seen (owner, identity, context) x 2: {last}") from None
+    with watching(cluster) as watched:
+        with stitched_in_two(cluster, watched):
+            cluster.check_alive()
+        ref = replay(watched[0].requests, BUILTIN)
+        keys = sorted(keys_of(crowd(), BUILTIN))[::7]  # ~170 of them, alternating workers
+        assert check_api(cluster, ref, keys, ref.partition()) == len(keys)

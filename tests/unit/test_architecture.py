@@ -28,6 +28,7 @@ PURE = [
     "pipeline.lookup",
     "pipeline.write_behind",
     "pipeline.lru",
+    "pipeline.partition_balance",
 ]
 
 
