@@ -71,6 +71,7 @@ from omnistitch.bench_hops import first_stamps, hop_delays, percentiles
 from omnistitch.bench_load import (
     CpuProbe,
     CpuShares,
+    MainThread,
     broker_pids,
     machine_room,
     process_cpu_s,
@@ -97,6 +98,9 @@ JVM_HOUSEKEEPING_WARN_CORES = 0.1
 #: Issue 7's scaling floor: two workers reach this many times one worker's rate, "where
 #: the broker leaves CPU for it" (the bench says when the machine did not).
 SCALING_FLOOR = 1.6
+#: A worker's event loop waiting this share of a drain for a CPU (runnable, not running)
+#: is reported as contention (one worker alone on this machine: ~0.05; two: ~0.25).
+CONTENDED_LOOP_WAIT = 0.1
 
 _STAGE = re.compile(r'^omnistitch_stage_messages_total\{stage="(\w+)"\} ([0-9.e+]+)$', re.M)
 _DEAD = re.compile(r"^omnistitch_dead_letters_total\{[^}]*\} ([0-9.e+]+)$", re.M)
@@ -187,6 +191,9 @@ class PipelineFigures:
     #: Each worker's cores over the same window (its ingest process's too): with several,
     #: whether one of them was the bound (a full core) while the other had work to spare.
     worker_cores: list[float] = field(default_factory=list)
+    #: Each worker's main thread over the drain (its event loop: the stages): cores on a
+    #: CPU, and runnable but waiting for one (None where schedstat was not readable).
+    worker_loops: list[MainThread | None] = field(default_factory=list)
     #: Partitions the broker hosted (every topic's, the run's own too) when the latency
     #: was measured: a broker holding thousands spends a core marking its heap now and
     #: then (docs/performance-history.md, session 20). None: not measured.
@@ -354,6 +361,13 @@ class BenchReport:
         if len(p.worker_cores) > 1:
             rows.append(
                 ("  each worker", " / ".join(f"{w:.2f}" for w in p.worker_cores) + " cores")
+            )
+        if p.worker_loops and all(loop is not None for loop in p.worker_loops):
+            rows.append(
+                (
+                    "  each worker's event loop: on a CPU / waiting for one",
+                    _loops(p.worker_loops) + " of the time",
+                )
             )
         return [*rows, ("  room on the machine, same CPU per event", room)]
 
@@ -1144,6 +1158,7 @@ def run_pipeline(
             settings=settings,
             drain_cpu=shares[0],
             worker_cores=[c or 0.0 for c in shares[1].processes.values()],
+            worker_loops=list(shares[1].main_threads.values()),
         )
         _say(f"drained: {figures.events_per_s:,.0f} ev/s with {workers} worker(s)")
         _say(f"drained: meanwhile {shares[0].summary()}")
@@ -1239,6 +1254,8 @@ def scaling_note(
         f"it. CPU per event {one.cpu_us_per_event:,.0f} µs with one worker, "
         f"{_costs(scaled)}"
     )
+    if (contended := _contention(one, scaled)) is not None:
+        text += f"; {contended}"
     if (w := without_standbys) is not None:
         bare = (
             ScalingRound.median(rounds, "scaling_without_standbys")
@@ -1252,10 +1269,44 @@ def scaling_note(
 
 
 def _costs(drain: PipelineFigures) -> str:
-    """``295 µs summed over 2; the 2 workers used 0.71 and 0.75 cores``"""
+    """``295 µs summed over 2; the 2 workers used 0.71 and 0.75 cores``, and their event
+    loops' time on a CPU and waiting for one when seen (``; their event loops on a CPU /
+    waiting for one 0.68 / 0.24 and 0.45 / 0.25 of the drain``)."""
     each = " and ".join(f"{w:.2f}" for w in drain.worker_cores) or "n/a"
     n = drain.workers
-    return f"{drain.cpu_us_per_event:,.0f} µs summed over {n}; the {n} workers used {each} cores"
+    text = f"{drain.cpu_us_per_event:,.0f} µs summed over {n}; the {n} workers used {each} cores"
+    if drain.worker_loops and all(loop is not None for loop in drain.worker_loops):
+        text += (
+            f"; their event loops on a CPU / waiting for one {_loops(drain.worker_loops)} "
+            "of the drain"
+        )
+    return text
+
+
+def _contention(one: PipelineFigures, scaled: PipelineFigures) -> str | None:
+    """What the busiest worker's event loop waited for a CPU, against one worker's, when it
+    waited a tenth of the drain or more: the cores were contended, busy or not (threads of
+    the workers, the broker and the bench wake in bursts on few cores)."""
+    loops = [loop for loop in scaled.worker_loops if loop is not None]
+    alone = one.worker_loops[0] if one.worker_loops else None
+    seen = loops and len(loops) == len(scaled.worker_loops)
+    if not seen or alone is None or scaled.drain_cpu is None:
+        return None
+    busiest = max(loops, key=lambda loop: loop.running + loop.waiting)
+    if busiest.waiting < CONTENDED_LOOP_WAIT:
+        return None
+    return (
+        f"the busiest worker's event loop waited for a CPU {busiest.waiting:.2f} of the "
+        f"drain (one worker's, {alone.waiting:.2f}), on a machine "
+        f"{scaled.drain_cpu.busy_pct:.0f}% busy: its cores were contended"
+    )
+
+
+def _loops(loops: Sequence[MainThread | None]) -> str:
+    """``0.68 / 0.24 and 0.45 / 0.25``"""
+    return " and ".join(
+        "n/a" if loop is None else f"{loop.running:.2f} / {loop.waiting:.2f}" for loop in loops
+    )
 
 
 def broker_note(cpu: CpuShares, partitions: int | None) -> str | None:

@@ -28,7 +28,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -45,6 +45,16 @@ JVM_HOUSEKEEPING: dict[str, tuple[str, ...]] = {
 }
 
 
+@dataclass(frozen=True)
+class MainThread:
+    """A role's main threads over a probe, in cores: on a CPU, and runnable but waiting for
+    one. ``1 - running - waiting`` is the share of the wall clock they slept: on I/O, a
+    timer, or another thread's interpreter lock."""
+
+    running: float
+    waiting: float
+
+
 @dataclass
 class CpuShares:
     """Cores used over ``seconds``: a process's CPU seconds over the wall clock's."""
@@ -58,6 +68,10 @@ class CpuShares:
     #: Cores the JVM role's (the broker's) JIT compilers and garbage collector used, by
     #: ``JVM_HOUSEKEEPING`` kind; None where its threads could not be seen.
     jvm: dict[str, float] | None = None
+    #: Each role's main threads (a worker's event loop, where its stages run): the cores
+    #: they ran on, and those they spent runnable but waiting for a CPU (the kernel's
+    #: run-queue delay, ``/proc/<pid>/task/<tid>/schedstat``); None where not seen.
+    main_threads: dict[str, MainThread | None] = field(default_factory=dict)
 
     @property
     def busy_pct(self) -> float:
@@ -117,6 +131,23 @@ def process_cpu_s(pids: Iterable[int]) -> float:
     return total
 
 
+def main_threads_s(pids: Iterable[int]) -> tuple[float, float] | None:
+    """Seconds the main threads of ``pids`` have run, and waited runnable for a CPU, since
+    they started (the kernel's schedstat); None where it cannot be read (not Linux,
+    schedstats not built in). A process gone counts nothing."""
+    running = waiting = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+        running += int(fields[0]) / 1e9
+        waiting += int(fields[1]) / 1e9
+    return running, waiting
+
+
 def jvm_threads_cpu_s(pids: Iterable[int]) -> dict[tuple[str, int], float] | None:
     """CPU seconds of each JIT compiler and garbage collector thread of the JVMs ``pids``,
     keyed by (``JVM_HOUSEKEEPING`` kind, thread id); None where thread names cannot be
@@ -169,11 +200,13 @@ class CpuProbe:
         self._machine0 = (0.0, 0.0)
         self._procs0: dict[str, float] = {}
         self._jvm0: dict[tuple[str, int], float] | None = None
+        self._main0: dict[str, tuple[float, float] | None] = {}
 
     def start(self) -> None:
         self._t0 = time.monotonic()
         self._machine0 = _machine()
         self._procs0 = {role: process_cpu_s(pids) for role, pids in self.roles.items()}
+        self._main0 = {role: main_threads_s(pids) for role, pids in self.roles.items()}
         self._jvm0 = jvm_threads_cpu_s(self._jvm_pids) if self._jvm_pids else None
 
     def stop(self, events: int, worker_role: str = "worker") -> CpuShares:
@@ -193,7 +226,21 @@ class CpuProbe:
             processes=cores,
             worker_us_per_event=worker * seconds / max(events, 1) * 1e6,
             jvm=jvm_cores(self._jvm0, jvm, seconds),
+            main_threads={
+                role: _main_cores(self._main0.get(role), main_threads_s(pids), seconds)
+                if pids
+                else None
+                for role, pids in self.roles.items()
+            },
         )
+
+
+def _main_cores(
+    before: tuple[float, float] | None, after: tuple[float, float] | None, seconds: float
+) -> MainThread | None:
+    if before is None or after is None:
+        return None
+    return MainThread((after[0] - before[0]) / seconds, (after[1] - before[1]) / seconds)
 
 
 def broker_pids(bootstrap: str) -> list[int]:

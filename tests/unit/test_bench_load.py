@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from omnistitch.bench import (
 from omnistitch.bench_load import (
     CpuProbe,
     CpuShares,
+    MainThread,
     broker_pids,
     jvm_cores,
     machine_room,
@@ -57,6 +59,42 @@ def test_a_busy_process_counts_about_a_core_and_an_idle_one_none() -> None:
     assert shares.worker_us_per_event == pytest.approx(worker * shares.seconds / 1_000 * 1e6)
     assert "broker n/a" in shares.summary()
     assert f"of {shares.cpus} cores" in shares.summary()
+    # This process's main thread did the spinning; the sleeper's slept.
+    main, sleeping = shares.main_threads["worker"], shares.main_threads["idle"]
+    assert main is not None
+    assert sleeping is not None
+    assert 0.5 < main.running <= 1.05
+    assert 0 <= main.waiting < 0.5
+    assert sleeping.running < 0.2
+    assert shares.main_threads["broker"] is None
+
+
+SPIN = "import time\nwhile True: pass"
+
+
+def test_a_main_thread_sharing_one_cpu_with_two_spinners_waits_for_it() -> None:
+    """Three spinning processes on one CPU: each runs about a third of the time and waits,
+    runnable, for most of the rest (the kernel's run-queue delay, not sleep)."""
+    spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(3)]
+    try:
+        for proc in spinners:
+            os.sched_setaffinity(proc.pid, {min(os.sched_getaffinity(0))})
+        time.sleep(0.2)
+        probe = CpuProbe({"one": [spinners[0].pid], "all": [p.pid for p in spinners]})
+        probe.start()
+        time.sleep(1.0)
+        shares = probe.stop(events=1)
+    finally:
+        for proc in spinners:
+            proc.kill()
+            proc.wait()
+    one, every = shares.main_threads["one"], shares.main_threads["all"]
+    assert one is not None
+    assert every is not None
+    assert 0.1 < one.running < 0.5, one
+    assert one.waiting > 0.4, one
+    assert 0.5 < every.running < 1.1, every  # one CPU between them (or less, if shared)
+    assert every.waiting > 1.4, every
 
 
 def test_a_process_gone_before_the_end_counts_nothing() -> None:
@@ -173,7 +211,13 @@ def test_the_machines_room_is_its_cores_not_stolen_over_those_busy() -> None:
     assert machine_room(_shares(busy=0.0)) > 1e6  # an idle machine: room without bound
 
 
-def _drain(workers: int, rate: float, cpu_us: float, busy: float = 1.5) -> PipelineFigures:
+def _drain(
+    workers: int,
+    rate: float,
+    cpu_us: float,
+    busy: float = 1.5,
+    loops: Sequence[MainThread | None] = (),
+) -> PipelineFigures:
     return PipelineFigures(
         events=50_000,
         customers=10_000,
@@ -188,6 +232,7 @@ def _drain(workers: int, rate: float, cpu_us: float, busy: float = 1.5) -> Pipel
         rocksdb_mb_per_million_customers=1_200.0,
         drain_cpu=_shares(busy=busy),
         worker_cores=[0.99, 0.44] if workers == 2 else [0.88],
+        worker_loops=list(loops),
     )
 
 
@@ -217,6 +262,34 @@ def test_the_bench_says_why_two_workers_fell_short_of_the_scaling_floor() -> Non
         "; without standby replicas 1.44x, 155 µs summed over 2; the 2 workers used "
         "0.99 and 0.44 cores (README, Performance)"
     )
+    # The workers' event loops, when seen: what each ran and waited for a CPU, and the
+    # contention named once the busiest one waited a tenth of the drain.
+    alone = [MainThread(0.70, 0.05)]
+    pair = [MainThread(0.68, 0.24), MainThread(0.45, 0.25)]
+    waited = scaling_note(
+        _drain(1, 5_900, 150, busy=1.15, loops=alone),
+        _drain(2, 6_800, 190, busy=1.68, loops=pair),
+    )
+    assert waited is not None
+    assert (
+        "the 2 workers used 0.99 and 0.44 cores; their event loops on a CPU / waiting for one "
+        "0.68 / 0.24 and 0.45 / 0.25 of the drain; the busiest worker's event loop waited for "
+        "a CPU 0.24 of the drain (one worker's, 0.05), on a machine 84% busy: its cores were "
+        "contended (README, Performance)"
+    ) in waited
+    calm = scaling_note(
+        _drain(1, 5_900, 150, busy=1.15, loops=alone),
+        _drain(2, 6_800, 190, busy=1.3, loops=[MainThread(0.9, 0.06), MainThread(0.5, 0.03)]),
+    )
+    assert calm is not None
+    assert "waiting for one 0.90 / 0.06 and 0.50 / 0.03 of the drain (README" in calm
+    assert "contended" not in calm
+    unread = scaling_note(
+        _drain(1, 5_900, 150, busy=1.15, loops=alone),
+        _drain(2, 6_800, 190, busy=1.68, loops=[None, MainThread(0.45, 0.25)]),
+    )
+    assert unread is not None
+    assert "event loop" not in unread  # not all of them seen: none said
     # A drain whose CPU was not seen says nothing it cannot show.
     unseen = _drain(1, 5_000, 150)
     unseen.drain_cpu = None
