@@ -1248,14 +1248,33 @@ def scaling_note(
             f"{room:.2f}x one worker's rate: the floor's condition, CPU the broker leaves "
             "for a second worker, does not hold here"
         )
+    contended = _contention(one, scaled)
+    ceiling = _ceiling(one, scaled)
+    if ceiling is not None and ceiling < SCALING_FLOOR:
+        assert scaled.drain_cpu is not None
+        bound = (
+            f"but not at the {scaled.workers} workers' cost per event: their drain kept the "
+            f"machine {scaled.drain_cpu.busy_pct:.0f}% busy at "
+            f"{scaled.events_per_s / one.events_per_s:.2f}x one worker's rate, so its cores "
+            f"carry at most {ceiling:.2f}x (every process's CPU per event as in that drain: "
+            "the workers', the broker's, the bench's), and the floor's condition does not "
+            "hold here"
+        )
+        if contended is not None:
+            bound += f"; {contended}: its cores were contended"
+    elif contended is not None:
+        assert scaled.drain_cpu is not None
+        bound = (
+            f"yet {contended}, the machine {scaled.drain_cpu.busy_pct:.0f}% busy: its cores "
+            "were contended, and the workers' costs are what they used of them"
+        )
+    else:
+        bound = "the workers' own costs bound it"
     text = (
         f"{said}, with room on the machine ({room:.2f}x one worker's rate at its CPU per "
-        f"event; {c.busy_pct:.0f}% busy while it drained): the workers' own costs bound "
-        f"it. CPU per event {one.cpu_us_per_event:,.0f} µs with one worker, "
-        f"{_costs(scaled)}"
+        f"event; {c.busy_pct:.0f}% busy while it drained): {bound}. CPU per event "
+        f"{one.cpu_us_per_event:,.0f} µs with one worker, {_costs(scaled)}"
     )
-    if (contended := _contention(one, scaled)) is not None:
-        text += f"; {contended}"
     if (w := without_standbys) is not None:
         bare = (
             ScalingRound.median(rounds, "scaling_without_standbys")
@@ -1283,6 +1302,15 @@ def _costs(drain: PipelineFigures) -> str:
     return text
 
 
+def _ceiling(one: PipelineFigures, scaled: PipelineFigures) -> float | None:
+    """The most the machine's cores carry, in multiples of one worker's rate, with every
+    process spending on an event what it did while ``scaled`` drained (the N workers'
+    room, times the rate they reached): None when that drain's CPU was not seen."""
+    if scaled.drain_cpu is None:
+        return None
+    return scaled.events_per_s / one.events_per_s * machine_room(scaled.drain_cpu)
+
+
 def _contention(one: PipelineFigures, scaled: PipelineFigures) -> str | None:
     """What the busiest worker's event loop waited for a CPU, against one worker's, when it
     waited a tenth of the drain or more: the cores were contended, busy or not (threads of
@@ -1297,8 +1325,7 @@ def _contention(one: PipelineFigures, scaled: PipelineFigures) -> str | None:
         return None
     return (
         f"the busiest worker's event loop waited for a CPU {busiest.waiting:.2f} of the "
-        f"drain (one worker's, {alone.waiting:.2f}), on a machine "
-        f"{scaled.drain_cpu.busy_pct:.0f}% busy: its cores were contended"
+        f"{scaled.workers} workers' drain (one worker's, {alone.waiting:.2f})"
     )
 
 

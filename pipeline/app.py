@@ -264,7 +264,7 @@ class Pipeline:
             stream_buffer_maxsize=STREAM_BUFFER_BATCHES * s.batch_records,
             # the worker owning the tenant's identity index takes fewer of the others
             PartitionAssignor=weighted_assignor(
-                requests_topic, {key_partition(s.tenant, n): s.identity_partition_weight}
+                requests_topic, {key_partition(s.tenant, n): s.identity_partition_weight or n}
             ),
         )
 

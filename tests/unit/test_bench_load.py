@@ -266,23 +266,42 @@ def test_the_bench_says_why_two_workers_fell_short_of_the_scaling_floor() -> Non
     # contention named once the busiest one waited a tenth of the drain.
     alone = [MainThread(0.70, 0.05)]
     pair = [MainThread(0.68, 0.24), MainThread(0.45, 0.25)]
-    waited = scaling_note(
+    full = scaling_note(
         _drain(1, 5_900, 150, busy=1.15, loops=alone),
         _drain(2, 6_800, 190, busy=1.68, loops=pair),
     )
+    assert full is not None
+    # 1.15x at 84% busy: at the pair's cost per event the cores carry 1.15 x 2 / 1.68
+    assert full.startswith(
+        "1.15x, under the floor's 1.6x, with room on the machine (1.74x one worker's rate at "
+        "its CPU per event; 57% busy while it drained): but not at the 2 workers' cost per "
+        "event: their drain kept the machine 84% busy at 1.15x one worker's rate, so its "
+        "cores carry at most 1.37x (every process's CPU per event as in that drain: the "
+        "workers', the broker's, the bench's), and the floor's condition does not hold here; "
+        "the busiest worker's event loop waited for a CPU 0.24 of the 2 workers' drain (one "
+        "worker's, 0.05): its cores were contended. CPU per event 150 µs"
+    )
+    waited = scaling_note(
+        _drain(1, 5_900, 150, busy=1.15, loops=alone),
+        _drain(2, 6_800, 190, busy=1.2, loops=pair),
+    )
     assert waited is not None
-    assert (
-        "the 2 workers used 0.99 and 0.44 cores; their event loops on a CPU / waiting for one "
-        "0.68 / 0.24 and 0.45 / 0.25 of the drain; the busiest worker's event loop waited for "
-        "a CPU 0.24 of the drain (one worker's, 0.05), on a machine 84% busy: its cores were "
-        "contended (README, Performance)"
-    ) in waited
+    assert waited.startswith(
+        "1.15x, under the floor's 1.6x, with room on the machine (1.74x one worker's rate at "
+        "its CPU per event; 57% busy while it drained): yet the busiest worker's event loop "
+        "waited for a CPU 0.24 of the 2 workers' drain (one worker's, 0.05), the machine 60% "
+        "busy: its cores were contended, and the workers' costs are what they used of them. "
+        "CPU per event 150 µs with one worker, 190 µs summed over 2; the 2 workers used 0.99 "
+        "and 0.44 cores; their event loops on a CPU / waiting for one 0.68 / 0.24 and "
+        "0.45 / 0.25 of the drain (README, Performance)"
+    )
     calm = scaling_note(
         _drain(1, 5_900, 150, busy=1.15, loops=alone),
         _drain(2, 6_800, 190, busy=1.3, loops=[MainThread(0.9, 0.06), MainThread(0.5, 0.03)]),
     )
     assert calm is not None
     assert "waiting for one 0.90 / 0.06 and 0.50 / 0.03 of the drain (README" in calm
+    assert "the workers' own costs bound it" in calm
     assert "contended" not in calm
     unread = scaling_note(
         _drain(1, 5_900, 150, busy=1.15, loops=alone),
