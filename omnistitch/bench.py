@@ -199,6 +199,12 @@ class PipelineFigures:
     #: then (docs/performance-history.md, session 20). None: not measured.
     broker_partitions: int | None = None
 
+    @property
+    def loops_seen(self) -> list[MainThread] | None:
+        """Every worker's event loop, when each one was read; None otherwise."""
+        loops = [loop for loop in self.worker_loops if loop is not None]
+        return loops if loops and len(loops) == len(self.worker_loops) else None
+
 
 @dataclass
 class ScalingRound:
@@ -362,11 +368,11 @@ class BenchReport:
             rows.append(
                 ("  each worker", " / ".join(f"{w:.2f}" for w in p.worker_cores) + " cores")
             )
-        if p.worker_loops and all(loop is not None for loop in p.worker_loops):
+        if (loops := p.loops_seen) is not None:
             rows.append(
                 (
                     "  each worker's event loop: on a CPU / waiting for one",
-                    _loops(p.worker_loops) + " of the time",
+                    _loops(loops) + " of the time",
                 )
             )
         return [*rows, ("  room on the machine, same CPU per event", room)]
@@ -1294,11 +1300,8 @@ def _costs(drain: PipelineFigures) -> str:
     each = " and ".join(f"{w:.2f}" for w in drain.worker_cores) or "n/a"
     n = drain.workers
     text = f"{drain.cpu_us_per_event:,.0f} µs summed over {n}; the {n} workers used {each} cores"
-    if drain.worker_loops and all(loop is not None for loop in drain.worker_loops):
-        text += (
-            f"; their event loops on a CPU / waiting for one {_loops(drain.worker_loops)} "
-            "of the drain"
-        )
+    if (loops := drain.loops_seen) is not None:
+        text += f"; their event loops on a CPU / waiting for one {_loops(loops)} of the drain"
     return text
 
 
@@ -1315,25 +1318,21 @@ def _contention(one: PipelineFigures, scaled: PipelineFigures) -> str | None:
     """What the busiest worker's event loop waited for a CPU, against one worker's, when it
     waited a tenth of the drain or more: the cores were contended, busy or not (threads of
     the workers, the broker and the bench wake in bursts on few cores)."""
-    loops = [loop for loop in scaled.worker_loops if loop is not None]
-    alone = one.worker_loops[0] if one.worker_loops else None
-    seen = loops and len(loops) == len(scaled.worker_loops)
-    if not seen or alone is None or scaled.drain_cpu is None:
+    loops, alone = scaled.loops_seen, one.loops_seen
+    if loops is None or alone is None or scaled.drain_cpu is None:
         return None
     busiest = max(loops, key=lambda loop: loop.running + loop.waiting)
     if busiest.waiting < CONTENDED_LOOP_WAIT:
         return None
     return (
         f"the busiest worker's event loop waited for a CPU {busiest.waiting:.2f} of the "
-        f"{scaled.workers} workers' drain (one worker's, {alone.waiting:.2f})"
+        f"{scaled.workers} workers' drain (one worker's, {alone[0].waiting:.2f})"
     )
 
 
-def _loops(loops: Sequence[MainThread | None]) -> str:
+def _loops(loops: Sequence[MainThread]) -> str:
     """``0.68 / 0.24 and 0.45 / 0.25``"""
-    return " and ".join(
-        "n/a" if loop is None else f"{loop.running:.2f} / {loop.waiting:.2f}" for loop in loops
-    )
+    return " and ".join(f"{loop.running:.2f} / {loop.waiting:.2f}" for loop in loops)
 
 
 def broker_note(cpu: CpuShares, partitions: int | None) -> str | None:

@@ -231,6 +231,8 @@ class Pipeline:
         )
         n = s.raw_partitions
         requests_topic = internal_topic(s, s.app_id, "identity-requests")
+        #: the tenant's identity-requests partition: every identity decision runs on it
+        self.tenant_identity_tp = TP(requests_topic, key_partition(s.tenant, n))
         self.app = app = faust.App(
             s.app_id,
             broker=[f"kafka://{hp}" for hp in s.bootstrap_servers.split(",")],
@@ -264,7 +266,8 @@ class Pipeline:
             stream_buffer_maxsize=STREAM_BUFFER_BATCHES * s.batch_records,
             # the worker owning the tenant's identity index takes fewer of the others
             PartitionAssignor=weighted_assignor(
-                requests_topic, {key_partition(s.tenant, n): s.identity_partition_weight or n}
+                requests_topic,
+                {self.tenant_identity_tp.partition: s.identity_partition_weight or n},
             ),
         )
 
@@ -461,11 +464,6 @@ class Pipeline:
             "identity": self.requests_topic.get_topic_name(),
             "context": self.ops_topic.get_topic_name(),
         }
-
-    def tenant_identity_tp(self) -> TP:
-        """The identity-requests partition the tenant's requests land on."""
-        n = self.settings.raw_partitions
-        return TP(self.requests_topic.get_topic_name(), key_partition(self.settings.tenant, n))
 
     @property
     def ready(self) -> bool:

@@ -142,7 +142,7 @@ class WorkerCollector(Collector):
             "1 on the worker that owns the tenant's identity partition (it runs every "
             "identity decision: the worker to watch first when the pipeline lags).",
         )
-        identity_owner.add_metric([], 1.0 if self._p.tenant_identity_tp() in actives else 0.0)
+        identity_owner.add_metric([], 1.0 if self._p.tenant_identity_tp in actives else 0.0)
         cache = self._p.context_cache
         cache_bytes = GaugeMetricFamily(
             CONTEXT_CACHE_BYTES,
