@@ -239,17 +239,16 @@ class WorkerSettings(KafkaSettings):
     standby_replicas: int = Field(
         default=1, ge=0, le=8, description="Standby copies of each table partition (faust)."
     )
-    identity_partition_weight: float | None = Field(
-        default=None,
+    identity_partition_weight: float = Field(
+        default=1.0,
         ge=1.0,
         le=1_000_000.0,
         description="How many ordinary partition indices the index holding the tenant's "
         "identity requests weighs when faust's assignor places the stages' partitions over "
         "the workers (pipeline/weighted_assignor.py): its worker runs every identity "
-        "decision, so it takes that much fewer of the others. Unset: the partition count "
-        "(the identity stage costs a worker about what the whole context stage does), so "
-        "with two or more workers that worker owns the identity index alone. 1 keeps faust's "
-        "even spread.",
+        "decision, so it takes that much fewer of the others. 1 (the default) keeps faust's "
+        "even spread; the partition count leaves that worker its own index alone (opt-in: "
+        "a failover test once left merged-away contexts behind under it, not explained yet).",
     )
     changelog_replay: Literal["librdkafka", "faust"] = Field(
         default="librdkafka",

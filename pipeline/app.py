@@ -267,7 +267,7 @@ class Pipeline:
             # the worker owning the tenant's identity index takes fewer of the others
             PartitionAssignor=weighted_assignor(
                 requests_topic,
-                {self.tenant_identity_tp.partition: s.identity_partition_weight or n},
+                {self.tenant_identity_tp.partition: s.identity_partition_weight},
             ),
         )
 

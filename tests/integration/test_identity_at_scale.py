@@ -1381,13 +1381,13 @@ def test_a_worker_restores_its_tables_after_losing_its_state(
             assert restored == 0
 
 
-@pytest.mark.parametrize(("weight", "holder_owns"), [(None, 1), ("6", 2), ("1", 4)])
+@pytest.mark.parametrize(("weight", "holder_owns"), [("8", 1), ("6", 2), (None, 4)])
 def test_the_identity_partitions_worker_owns_fewer_of_the_others(
     worker_env: dict[str, str], tmp_path: Path, weight: str | None, holder_owns: int
 ) -> None:
     """Two workers on 8 partitions: the one owning the tenant's identity partition owns
-    ``holder_owns`` of each stage's 8 (the identity index weighing as much as all 8, the
-    default; 6 ordinary ones; or 1, faust's even spread), the other the rest; and every
+    ``holder_owns`` of each stage's 8 (the identity index weighing as much as all 8; 6
+    ordinary ones; or 1, the default: faust's even spread), the other the rest; and every
     event still stitches as the reference replay of the identity log says, answered through
     either worker (the queries are routed by the placement the assignor made)."""
     extra = {} if weight is None else {"OMNISTITCH_IDENTITY_PARTITION_WEIGHT": weight}
