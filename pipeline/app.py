@@ -294,9 +294,12 @@ class Pipeline:
         self._flush_faust = app.producer.flush
 
         async def flush_all() -> None:
+            # The batches sealed by now hold every offset faust is committing (it chose
+            # them before this flush); their outputs sent through its producer are in it.
+            marks = (self.identity_writer.mark(), self.context_writer.mark())
             await self._flush_faust()
-            await self.identity_writer.commit()
-            await self.context_writer.commit()
+            await self.identity_writer.commit(marks[0])
+            await self.context_writer.commit(marks[1])
 
         app.producer.flush = flush_all  # type: ignore[method-assign]
 
@@ -410,7 +413,6 @@ class Pipeline:
         self._unwritten: dict[str, _Unwritten] = {}
         # The ops partition whose part of a batch the context stage is handling.
         self._partition = 0
-        self._triggers_sent = False
         # Events the batch folded, counted (and their latency observed) once it is written.
         self._folded: list[Event] = []
 
@@ -429,6 +431,17 @@ class Pipeline:
         ):
             app.agent(source, name=name)(_fail_fast(name, fun))
         app.timer(s.trigger_interval_s, name="engagement-triggers")(self._tick_due)
+
+    def close_writers(self) -> bool:
+        """At a clean stop: the table writers' sealed batches released once their outputs
+        are acknowledged, and everything flushed (bounded). True when every row written to
+        local state reached its changelog; False (a batch cut short, an output
+        unacknowledged) makes the next start recover from the changelogs instead."""
+        released = True
+        for writer in (self.identity_writer, self.context_writer):
+            writer.close()
+            released = released and not writer.unfinished
+        return released
 
     def warm(self) -> None:
         """Connect the table writers' producers now, so that no batch waits for it."""
@@ -497,9 +510,10 @@ class Pipeline:
     # -- stage 2: resolve identity (single writer per tenant) ---------------------------
     async def _identity(self, stream: faust.StreamT[bytes]) -> None:
         """Per batch, in this order: merges, splits and dead letters sent as requests are
-        resolved; then each identity row the batch changed written once (``TableWriter``:
-        RocksDB, then its changelog record); then the customer ops (one record per ops
-        partition); then the records acked. faust commits acked offsets only after its
+        resolved; then each identity row the batch changed written once to RocksDB
+        (``TableWriter``); then the customer ops (one record per ops partition); then the
+        batch sealed (its rows' changelog records produced once its ops, merges and splits
+        are acknowledged) and its records acked. faust commits acked offsets only after its
         producer and the table writers' are flushed (``flush_all``)."""
         async for groups in self._batches(stream):
             out = Outbox(self.settings.raw_partitions)
@@ -513,6 +527,7 @@ class Pipeline:
                     tier.flush(put)
                 self.identity_writer.write(partition)
             out.send(self.identity_writer, self.ops_topic.get_topic_name())
+            self.identity_writer.seal()
 
     async def _identity_record(self, item: EventT[Any], out: Outbox) -> None:
         msg = item.message
@@ -564,7 +579,9 @@ class Pipeline:
                 link_id=request.event_id,
                 evidence=request.evidence.public(),
             )
-            await self.merges_topic.send(key=merge.from_id, value=record.model_dump_json().encode())
+            body = record.model_dump_json().encode()
+            sent = await self.merges_topic.send(key=merge.from_id, value=body)
+            self.identity_writer.after(cast("asyncio.Future[Any]", sent))
         for op in resolve_ops(request, decision, decided_at):
             out.add(op)
         for undone in decision.splits:
@@ -601,9 +618,9 @@ class Pipeline:
 
     async def _publish_split(self, record: Split) -> None:
         m.SPLITS.labels(record.reason).inc()
-        await self.splits_topic.send(
-            key=record.customer_id, value=record.model_dump_json().encode()
-        )
+        body = record.model_dump_json().encode()
+        sent = await self.splits_topic.send(key=record.customer_id, value=body)
+        self.identity_writer.after(cast("asyncio.Future[Any]", sent))
 
     async def _erase(self, request: EraseRequest, out: Outbox) -> None:
         try:
@@ -619,12 +636,14 @@ class Pipeline:
 
     # -- stage 3: fold into the customer's context, publish the view --------------------
     async def _context(self, stream: faust.StreamT[bytes]) -> None:
-        """Per batch and ops partition, each changed context is written once, in this order:
-        its due triggers sent, then the ``customer-contexts`` table (its changelog) and the
-        trigger schedule, then ``customer.context``; after the whole batch, the ops it sends
-        on (absorbs, restores, forwards: one record per ops partition); then the records
-        are acked. A crash anywhere re-runs the batch, which every op survives (idempotent).
-        """
+        """Per batch and ops partition, each changed context is written once to RocksDB,
+        in this order: its due triggers sent, then the ``customer-contexts`` table and the
+        trigger schedule; after the whole batch, the ops it sends on (absorbs, restores,
+        forwards: one record per ops partition); then the batch is sealed and its records
+        acked. Its rows reach their changelogs (the contexts table's *is*
+        ``customer.context``) once its triggers and ops are acknowledged: a crash before
+        re-runs the batch, which every op survives (idempotent), and a context removed
+        from the view was always handed over first."""
         async for groups in self._batches(stream):
             out = Outbox(self.settings.raw_partitions)
             for group in groups:
@@ -636,6 +655,7 @@ class Pipeline:
                             self.context_ops.apply(op, out.add)
                     await self._write_contexts()
             out.send(self.context_writer, self.ops_topic.get_topic_name())
+            self.context_writer.seal()
 
     # -- the context store (pipeline.context_ops.ContextStore) --------------------------
     def load(self, cid: str) -> CustomerContext | None:
@@ -682,14 +702,15 @@ class Pipeline:
             unwritten.published |= published
 
     async def _write_contexts(self) -> None:
-        """Write the contexts the batch changed: triggers, then the table, then the view.
+        """Write the contexts the batch changed: triggers, then the table and the schedule.
 
-        Order: triggers first (their ids are recorded in the context written next, so a
-        crash in between re-emits them with the same ids: consumers dedupe), then the
-        table and the schedule, then ``customer.context``. Re-publishes even when nothing
-        changed (a tick that fires nothing does not): after a crash the table write may
-        have landed while the topic write did not (at-least-once). An unchanged context
-        keeps its ``updated_at``: a duplicate event changes nothing, not even the stamp.
+        Triggers first: their ids are recorded in the context written next, whose changelog
+        record (``customer.context``) waits for their acknowledgement (``TableWriter.after``),
+        so a crash in between re-emits them with the same ids (consumers dedupe).
+        Re-publishes even when nothing changed (a tick that fires nothing does not): after a
+        crash the table write may have landed while the topic write did not
+        (at-least-once). An unchanged context keeps its ``updated_at``: a duplicate event
+        changes nothing, not even the stamp.
         """
         unwritten, self._unwritten = self._unwritten, {}
         now = self.now()
@@ -700,9 +721,9 @@ class Pipeline:
             due, recorded = triggers.due_triggers(ctx, now, self.policy)
             for trigger in due:
                 body = trigger.model_dump_json().encode()
-                await self.triggers_topic.send(key=cid, value=body)
+                sent = await self.triggers_topic.send(key=cid, value=body)
+                self.context_writer.after(cast("asyncio.Future[Any]", sent))
                 m.TRIGGERS.labels(trigger.rule).inc()
-                self._triggers_sent = True
             if recorded is not None:
                 ctx, published, changed = recorded, True, True
             # Written only when it changes: every table write is a changelog record, and a
@@ -728,9 +749,6 @@ class Pipeline:
             self.context_cache.put(cid, ctx, len(encoded))
         for tier in self.context_tiers:
             tier.flush(partial(self.context_writer.put, cast(Table, tier.table), self._partition))
-        if self._triggers_sent:  # acknowledged before the contexts that record them
-            await self._flush_faust()
-            self._triggers_sent = False
         self.context_writer.write(self._partition)
         folded, self._folded = self._folded, []
         m.events_out(self.context_topic.get_topic_name(), folded)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import faust
@@ -19,6 +20,8 @@ from pipeline.ingest import Ingest
 from pipeline.instrumentation import instrument, own_lag_monitor
 from pipeline.rules import Rules
 from pipeline.state_dir import mark_clean, prepare
+
+log = logging.getLogger(__name__)
 
 
 def build(
@@ -86,5 +89,11 @@ def run(settings: WorkerSettings, rules: Rules) -> None:
         monitor.stop()
         if trimmer is not None:
             trimmer.stop()
+        if clean and not pipeline.close_writers():
+            log.warning(
+                "local state holds rows not yet in their changelogs: the next start "
+                "recovers every table from the changelogs"
+            )
+            clean = False
         if clean:
             mark_clean(settings.state_dir)

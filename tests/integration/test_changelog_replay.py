@@ -178,6 +178,7 @@ def test_a_restore_hands_faust_the_offset_its_database_holds(
     for i in range(45):  # 45 batches, a changelog record each
         writer_side.context_writer.put(writer_side.redirects, 2, f"cus_{i}", f"cus_x {i}")
         writer_side.context_writer.write(2)
+        writer_side.context_writer.seal()
     asyncio.run(writer_side.context_writer.commit())
     writer_side.context_writer.close()
     writer_side.identity_writer.close()
