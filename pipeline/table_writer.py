@@ -90,7 +90,7 @@ def read_row(table: Table, key: str) -> Any:
 
 
 class TableWriteError(RuntimeError):
-    """Changelog records were not acknowledged: the batch must not be acked."""
+    """Records (outputs or changelog) were not acknowledged: the batch must not be acked."""
 
 
 class _NotStaged:
