@@ -580,8 +580,7 @@ class Pipeline:
                 evidence=request.evidence.public(),
             )
             body = record.model_dump_json().encode()
-            sent = await self.merges_topic.send(key=merge.from_id, value=body)
-            self.identity_writer.after(cast("asyncio.Future[Any]", sent))
+            await self._send_output(self.merges_topic, merge.from_id, body, self.identity_writer)
         for op in resolve_ops(request, decision, decided_at):
             out.add(op)
         for undone in decision.splits:
@@ -619,8 +618,7 @@ class Pipeline:
     async def _publish_split(self, record: Split) -> None:
         m.SPLITS.labels(record.reason).inc()
         body = record.model_dump_json().encode()
-        sent = await self.splits_topic.send(key=record.customer_id, value=body)
-        self.identity_writer.after(cast("asyncio.Future[Any]", sent))
+        await self._send_output(self.splits_topic, record.customer_id, body, self.identity_writer)
 
     async def _erase(self, request: EraseRequest, out: Outbox) -> None:
         try:
@@ -721,8 +719,7 @@ class Pipeline:
             due, recorded = triggers.due_triggers(ctx, now, self.policy)
             for trigger in due:
                 body = trigger.model_dump_json().encode()
-                sent = await self.triggers_topic.send(key=cid, value=body)
-                self.context_writer.after(cast("asyncio.Future[Any]", sent))
+                await self._send_output(self.triggers_topic, cid, body, self.context_writer)
                 m.TRIGGERS.labels(trigger.rule).inc()
             if recorded is not None:
                 ctx, published, changed = recorded, True, True
@@ -766,6 +763,13 @@ class Pipeline:
         for cid, due_iso in list(self.trigger_schedule.items()):
             if datetime.fromisoformat(due_iso) <= now:
                 await self._send_op(TickOp(customer_id=cid))
+
+    @staticmethod
+    async def _send_output(topic: faust.TopicT, key: str, body: bytes, writer: TableWriter) -> None:
+        """Send a stage batch's output through faust's producer; the batch's changelog
+        records wait for its acknowledgement (``TableWriter.after``)."""
+        sent = await topic.send(key=key, value=body)
+        writer.after(cast("asyncio.Future[Any]", sent))
 
     async def _send_op(self, op: AnyCustomerOp) -> None:
         await self.ops_topic.send(key=op.customer_id, value=encode_op(op))
