@@ -52,7 +52,7 @@ from omnistitch.settings import WorkerSettings
 from omnistitch.topics import RAW_EVENTS, RAW_EVENTS_DLQ, ingest_group, internal_topic
 from pipeline import metrics as m
 from pipeline.dead_letter import letter
-from pipeline.intake import Rejected, intake
+from pipeline.intake import Rejected, WireEvent, intake
 from pipeline.ops import batch_records
 from pipeline.rules import Rules
 from pipeline.stage_failure import stage_failed
@@ -178,7 +178,7 @@ class Ingest:
     def process(self, batch: Sequence[Message], producer: Producer) -> None:
         """Steps 2-4 of the module's order: decode, produce, flush (raises on any failure)."""
         requests: list[bytes] = []
-        decoded: list[tuple[str, RawEvent]] = []
+        decoded: list[tuple[str, RawEvent | WireEvent]] = []
         failures: list[str] = []
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:

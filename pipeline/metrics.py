@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from pipeline.context_state import Event
+from pipeline.intake import WireEvent
 from schemas.events import RawEvent
 
 STAGE_EVENTS = Counter(
@@ -179,7 +180,7 @@ def heap_trimmed(seconds: float, released: int) -> None:
     HEAP_TRIM_RELEASED.inc(released)
 
 
-def events_in(events: Iterable[tuple[str, RawEvent]]) -> None:
+def events_in(events: Iterable[tuple[str, RawEvent | WireEvent]]) -> None:
     """Count decoded raw events (source topic, event): one increment per label set."""
     counts = collections.Counter((event.channel.value, topic) for topic, event in events)
     for labels, n in counts.items():

@@ -9,8 +9,10 @@ blocked, comes from the identity rules (``pipeline.rules``).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
 import phonenumbers
 
@@ -22,10 +24,22 @@ _HANDLE = re.compile(r"^[a-z0-9._]{1,64}$")
 DEFAULT_RULES = Rules()
 
 
+class IdentifierLike(Protocol):
+    """An identifier as an event carries it: the public model's, or ingest's msgspec
+    reading of it (``pipeline.intake.WireIdentifier``)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def value(self) -> str: ...
+    @property
+    def verified(self) -> bool: ...
+
+
 class InvalidIdentifier(ValueError):
     """An identifier that cannot be used for stitching; ``reason`` says why."""
 
-    def __init__(self, identifier: Identifier, reason: str) -> None:
+    def __init__(self, identifier: IdentifierLike, reason: str) -> None:
         super().__init__(f"{identifier.type}: {reason}")
         self.identifier = identifier
         self.reason = reason
@@ -100,7 +114,7 @@ def _memo(rules: Rules) -> dict[tuple[str, str, bool], Identifier | str]:
     return entry[1]
 
 
-def normalised(ident: Identifier, rules: Rules = DEFAULT_RULES) -> Identifier | str:
+def normalised(ident: IdentifierLike, rules: Rules = DEFAULT_RULES) -> Identifier | str:
     """``ident`` in canonical form under ``rules``, or why it is unusable (remembered)."""
     memo = _memo(rules)
     slot = (ident.type, ident.value, ident.verified)
@@ -115,7 +129,7 @@ def normalised(ident: Identifier, rules: Rules = DEFAULT_RULES) -> Identifier | 
     return found
 
 
-def normalise(identifiers: list[Identifier], rules: Rules = DEFAULT_RULES) -> Normalised:
+def normalise(identifiers: Sequence[IdentifierLike], rules: Rules = DEFAULT_RULES) -> Normalised:
     """Normalise an event's identifiers, dropping duplicates and unusable ones."""
     seen: dict[str, Identifier] = {}
     rejected: list[InvalidIdentifier] = []
