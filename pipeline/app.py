@@ -548,10 +548,13 @@ class Pipeline:
 
     async def _resolve(self, request: ResolveRequest, decided_at: int, out: Outbox) -> None:
         decision = self.engine.resolve(Observation(request.identifiers, request.evidence))
-        m.SUPPRESSED.inc(decision.suppressed)
+        # A counter's inc costs ~0.5 µs (a lock) even by 0, and most events change none.
+        if decision.suppressed:
+            m.SUPPRESSED.inc(decision.suppressed)
         for rejected in decision.rejected:
             m.REJECTED_LINKS.labels(rejected.reason).inc()
-        m.QUARANTINES.inc(len(decision.quarantined))
+        if decision.quarantined:
+            m.QUARANTINES.inc(len(decision.quarantined))
         if decision.customer_id is None:
             if decision.suppressed < len(request.identifiers):
                 await dead_letter(
@@ -563,8 +566,10 @@ class Pipeline:
                     stage="identity",
                 )
             return  # an erased person's event: dropped, never re-stored
-        m.CUSTOMERS_CREATED.inc(decision.created)
-        m.MERGES.inc(len(decision.merges))
+        if decision.created:
+            m.CUSTOMERS_CREATED.inc()
+        if decision.merges:
+            m.MERGES.inc(len(decision.merges))
         for merge in decision.merges:
             log.info(
                 "merge %s into %s (event %s)",
@@ -648,8 +653,9 @@ class Pipeline:
                 self._partition = group[0].message.partition
                 with processing(group[0]):  # faust reads the current event's partition
                     for item in group:
-                        for op in customer_ops(cast(bytes, item.value)):
-                            m.CONTEXT_MESSAGES.inc()
+                        ops = customer_ops(cast(bytes, item.value))
+                        m.CONTEXT_MESSAGES.inc(len(ops))  # once a record, not an op
+                        for op in ops:
                             self.context_ops.apply(op, out.add)
                     await self._write_contexts()
             out.send(self.context_writer, self.ops_topic.get_topic_name())
