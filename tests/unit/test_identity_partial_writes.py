@@ -39,7 +39,7 @@ def _changes(
         changed = {
             k: new.get(k, GONE)
             for k in old.keys() | new.keys()
-            if old.get(k, GONE) is not new.get(k, GONE)
+            if old.get(k, GONE) != new.get(k, GONE)
         }
         if changed:
             out[name] = changed
