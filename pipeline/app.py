@@ -555,6 +555,8 @@ class Pipeline:
             m.REJECTED_LINKS.labels(rejected.reason).inc()
         if decision.quarantined:
             m.QUARANTINES.inc(len(decision.quarantined))
+        if decision.orphaned:
+            m.ORPHANED_OWNERS.inc(decision.orphaned)
         if decision.customer_id is None:
             if decision.suppressed < len(request.identifiers):
                 await dead_letter(

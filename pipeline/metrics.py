@@ -68,6 +68,11 @@ REJECTED_LINKS = Counter(
     ["reason"],
 )
 QUARANTINES = Counter("omnistitch_identity_quarantines_total", "Identifiers quarantined as hubs.")
+ORPHANED_OWNERS = Counter(
+    "omnistitch_identity_orphaned_owners_total",
+    "Identifiers found owned by a customer with no node, resolved as unowned: part of an "
+    "identity batch's writes landed before a crash.",
+)
 SUPPRESSED = Counter(
     "omnistitch_identity_suppressed_identifiers_total",
     "Identifiers dropped because their person was erased.",

@@ -146,3 +146,17 @@ PARTIAL_MERGE = pytest.mark.xfail(
 )
 def test_a_merge_delivered_again_over_part_of_its_writes_converges(landed: tuple[str, ...]) -> None:
     _delivered_again(MERGE, landed)
+
+
+def test_an_owner_without_a_node_is_resolved_as_unowned_and_counted() -> None:
+    """The owners of a new customer landed without its node: the event delivered again
+    finds its identifiers' owner has no node, resolves them as unowned (the same id
+    minted again) and says so (``Decision.orphaned``, the worker's
+    ``omnistitch_identity_orphaned_owners_total``); over the whole batch, nothing is."""
+    before, changes = _parts(CREATE)
+    partial = _landed(before, changes, ("owners",))
+    whole = _landed(before, changes, tuple(changes))
+    again = partial.resolve(EVENTS[CREATE])
+    assert (again.orphaned, again.created) == (2, True)  # the phone and the cookie
+    assert whole.resolve(EVENTS[CREATE]).orphaned == 0
+    assert again.customer_id == whole.lookup("phone:+14155550100")
