@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from omnistitch import dlq
@@ -20,6 +20,7 @@ from omnistitch.settings import KafkaSettings
 from schemas.context import Routing, RoutingHint
 from tests.conftest import free_port
 from tests.context_samples import context, repeat_caller, vip_spanish_speaker
+from tests.offsets import committed_to_end
 from tests.processes import Process, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -84,20 +85,6 @@ def metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] |
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
-
-
-def committed_to_end(bootstrap: str, group: str, topic: str) -> bool | None:
-    """True once ``group`` committed, on every partition of ``topic``, its end offset."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        tps = [TopicPartition(topic, p) for p in partitions]
-        ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps]
-        commits = consumer.committed(tps, timeout=10)
-        done = all(end == 0 or c.offset == end for end, c in zip(ends, commits, strict=True))
-    finally:
-        consumer.close()
-    return done or None
 
 
 def own_errors(process: Process) -> list[dict[str, str]]:
