@@ -63,14 +63,11 @@ def _landed(
 
 
 def _resolved(e: IdentityEngine, keys: list[str]) -> dict[str, Any]:
-    roots = {e.lookup(key, compress=False) for key in keys}
+    lookup = {key: e.lookup(key, compress=False) for key in keys}
+    roots = {r: e.node(r) for r in set(lookup.values()) if r is not None}
     return {
-        "lookup": {key: e.lookup(key, compress=False) for key in keys},
-        "roots": {
-            r: sorted(n.identifiers)
-            for r in roots
-            if r is not None and (n := e.node(r)) is not None
-        },
+        "lookup": lookup,
+        "roots": {r: sorted(n.identifiers) for r, n in roots.items() if n is not None},
     }
 
 
